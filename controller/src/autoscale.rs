@@ -1,0 +1,84 @@
+//! The autoscaling loop of one target: demand in, decisions out.
+//!
+//! It decides at once when the proxy signals a wake (a request is held), and otherwise every
+//! `tick` so the windows see regular samples. The policy itself is [`crate::scale`]; this loop
+//! only gathers inputs and applies outputs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rouse_core::Target;
+use tokio::sync::watch;
+
+use crate::platform::Scaler;
+use crate::scale::{Autoscaler, Observation, Policy, Reason};
+use crate::telemetry::ControllerMetrics;
+
+/// Runs until `shutdown` turns true.
+pub async fn run<S: Scaler>(
+    target: Arc<Target>,
+    policy: Policy,
+    scaler: Arc<S>,
+    tick: Duration,
+    metrics: ControllerMetrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = target.name.clone();
+    let mut autoscaler = Autoscaler::new(policy);
+    loop {
+        let woken_at = tokio::select! {
+            () = target.demand.woken() => Some(Instant::now()),
+            () = tokio::time::sleep(tick) => None,
+            _ = shutdown.changed() => return,
+        };
+        if *shutdown.borrow() {
+            return;
+        }
+        let d = target.demand.snapshot();
+        let obs = Observation {
+            held: d.held,
+            in_flight: d.in_flight,
+            requests_total: d.requests_total,
+            last_activity: d.last_activity,
+        };
+        let current = match scaler.replicas(&name).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(target = %name, error = %e, "Reading replicas failed.");
+                continue;
+            }
+        };
+        let decision = autoscaler.decide(&obs, current, Instant::now());
+        if decision.desired == current {
+            continue;
+        }
+        match scaler.scale(&name, decision.desired).await {
+            Ok(()) => {
+                tracing::info!(
+                    target = %name,
+                    from = current,
+                    to = decision.desired,
+                    reason = decision.reason.as_str(),
+                    held = obs.held,
+                    in_flight = obs.in_flight,
+                    "Scaled."
+                );
+                metrics
+                    .decisions
+                    .with_label_values(&[&name, decision.reason.as_str()])
+                    .inc();
+                metrics
+                    .desired_replicas
+                    .with_label_values(&[&name])
+                    .set(i64::from(decision.desired));
+                if let (Some(at), Reason::Wake) = (woken_at, decision.reason) {
+                    metrics
+                        .wake_to_scale
+                        .with_label_values(&[&name])
+                        .observe(at.elapsed().as_secs_f64());
+                }
+            }
+            Err(e) => tracing::warn!(target = %name, error = %e, "Scaling failed; will retry."),
+        }
+    }
+}

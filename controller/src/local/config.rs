@@ -1,0 +1,361 @@
+//! One app of the local platform, as written in YAML, and what it turns into: a route for the
+//! proxy, a policy for the autoscaler and a process spec for the supervisor.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rouse_core::{HeaderMatch, HostPattern, PathPrefix, Route, RouteLimits, UpstreamProtocol};
+use serde::Deserialize;
+
+use crate::scale::{Metric, Policy};
+
+fn default_readiness_path() -> String {
+    "/".to_string()
+}
+fn default_max() -> u32 {
+    1
+}
+
+/// `replicas: {min, max}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicasConfig {
+    #[serde(default)]
+    pub min: u32,
+    #[serde(default = "default_max")]
+    pub max: u32,
+}
+
+impl Default for ReplicasConfig {
+    fn default() -> Self {
+        ReplicasConfig { min: 0, max: 1 }
+    }
+}
+
+/// Which signal drives 1→N.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricName {
+    /// Held + in-flight requests per replica.
+    #[default]
+    Concurrency,
+    /// Requests per second per replica.
+    RequestRate,
+}
+
+/// `scaling:` — the autoscaler's knobs (Knative KPA names, in seconds).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingConfig {
+    #[serde(default)]
+    pub metric: MetricName,
+    /// Per replica: concurrent requests, or requests per second. Default 100.
+    #[serde(default = "ScalingConfig::default_target")]
+    pub target: f64,
+    #[serde(default = "ScalingConfig::default_stable")]
+    pub stable_window_secs: f64,
+    #[serde(default = "ScalingConfig::default_panic")]
+    pub panic_window_secs: f64,
+    #[serde(default = "ScalingConfig::default_threshold")]
+    pub panic_threshold: f64,
+    #[serde(default = "ScalingConfig::default_rate")]
+    pub max_scale_down_rate: f64,
+    /// How often the autoscaler samples demand when nothing wakes it. Default 1 s.
+    #[serde(default = "ScalingConfig::default_tick")]
+    pub tick_secs: f64,
+}
+
+impl ScalingConfig {
+    fn default_target() -> f64 {
+        100.0
+    }
+    fn default_stable() -> f64 {
+        60.0
+    }
+    fn default_panic() -> f64 {
+        6.0
+    }
+    fn default_threshold() -> f64 {
+        2.0
+    }
+    fn default_rate() -> f64 {
+        2.0
+    }
+    fn default_tick() -> f64 {
+        1.0
+    }
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        ScalingConfig {
+            metric: MetricName::default(),
+            target: Self::default_target(),
+            stable_window_secs: Self::default_stable(),
+            panic_window_secs: Self::default_panic(),
+            panic_threshold: Self::default_threshold(),
+            max_scale_down_rate: Self::default_rate(),
+            tick_secs: Self::default_tick(),
+        }
+    }
+}
+
+/// `cold_start:` — what happens to requests while the app has no ready replica with room.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColdStartConfig {
+    /// How long a request may be held. Default 20 000 ms.
+    #[serde(default = "ColdStartConfig::default_timeout")]
+    pub hold_timeout_ms: u64,
+    /// Held requests at once for this app. Default 1 000.
+    #[serde(default = "ColdStartConfig::default_requests")]
+    pub max_held_requests: usize,
+    /// Held bytes (head + declared body) at once for this app. Default 64 MiB.
+    #[serde(default = "ColdStartConfig::default_bytes")]
+    pub max_held_bytes: u64,
+    /// `Retry-After` on overflow. Default 1 s.
+    #[serde(default = "ColdStartConfig::default_retry")]
+    pub retry_after_secs: u32,
+}
+
+impl ColdStartConfig {
+    fn default_timeout() -> u64 {
+        20_000
+    }
+    fn default_requests() -> usize {
+        1_000
+    }
+    fn default_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
+    fn default_retry() -> u32 {
+        1
+    }
+}
+
+impl Default for ColdStartConfig {
+    fn default() -> Self {
+        ColdStartConfig {
+            hold_timeout_ms: Self::default_timeout(),
+            max_held_requests: Self::default_requests(),
+            max_held_bytes: Self::default_bytes(),
+            retry_after_secs: Self::default_retry(),
+        }
+    }
+}
+
+/// One app under `apps:` in the local YAML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Unique; names the route, the target, metric labels and log prefixes.
+    pub name: String,
+    /// Hosts the app answers for (`*.example.com`, `*` allowed).
+    pub hosts: Vec<HostPattern>,
+    /// Path prefixes (segment-wise). Default `/`.
+    #[serde(default)]
+    pub paths: Vec<PathPrefix>,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatch>,
+    /// Replaces the matched prefix before forwarding.
+    #[serde(default)]
+    pub rewrite_prefix: Option<PathPrefix>,
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+    /// Program to run; relative paths resolve against the working directory of Rouse.
+    pub command: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment; `PORT` is set by Rouse.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    /// GET path that answers 2xx when a replica is ready. Default `/`.
+    #[serde(default = "default_readiness_path")]
+    pub readiness_path: String,
+    #[serde(default)]
+    pub replicas: ReplicasConfig,
+    #[serde(default)]
+    pub scaling: ScalingConfig,
+    /// Idle time (no request, no open stream) before scaling to `replicas.min`. Default 300 s.
+    #[serde(default = "AppConfig::default_scaledown")]
+    pub scaledown_period_secs: f64,
+    /// After a wake, the app is not scaled back to zero before this. Default 0.
+    #[serde(default)]
+    pub initial_cooldown_secs: f64,
+    #[serde(default)]
+    pub cold_start: ColdStartConfig,
+    /// Most requests in flight per replica; unset = unbounded.
+    #[serde(default)]
+    pub endpoint_concurrency: Option<u32>,
+    /// A replica not ready within this is killed and restarted. Default 60 s.
+    #[serde(default = "AppConfig::default_startup")]
+    pub startup_timeout_secs: f64,
+    /// Between SIGTERM and SIGKILL when stopping a replica. Default 10 s.
+    #[serde(default = "AppConfig::default_stop_grace")]
+    pub stop_grace_secs: f64,
+}
+
+/// What the supervisor needs to run an app's replicas.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub name: String,
+    pub command: PathBuf,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<PathBuf>,
+    pub readiness_path: String,
+    pub startup_timeout: Duration,
+    pub stop_grace: Duration,
+}
+
+fn secs(field: &str, v: f64, errors: &mut Vec<String>) -> Duration {
+    Duration::try_from_secs_f64(v).unwrap_or_else(|_| {
+        errors.push(format!(
+            "{field}: must be a non-negative number of seconds (got {v})"
+        ));
+        Duration::ZERO
+    })
+}
+
+impl AppConfig {
+    fn default_scaledown() -> f64 {
+        300.0
+    }
+    fn default_startup() -> f64 {
+        60.0
+    }
+    fn default_stop_grace() -> f64 {
+        10.0
+    }
+
+    /// Checks what serde cannot and converts. Every problem is reported, each naming its field
+    /// relative to the app (`replicas.max: …`).
+    pub fn build(&self) -> Result<(Route, Policy, ProcessSpec), Vec<String>> {
+        let mut errors = Vec::new();
+        let valid_name = !self.name.is_empty()
+            && self.name.len() <= 63
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid_name {
+            errors.push(format!(
+                "name: {:?} must be 1-63 letters, digits, `-` or `_`",
+                self.name
+            ));
+        }
+        if self.hosts.is_empty() {
+            errors.push("hosts: at least one host is required (use \"*\" for any)".to_string());
+        }
+        if self.command.as_os_str().is_empty() {
+            errors.push("command: must not be empty".to_string());
+        }
+        if !self.readiness_path.starts_with('/') {
+            errors.push(format!(
+                "readiness_path: {:?} must start with `/`",
+                self.readiness_path
+            ));
+        }
+        if self.env.contains_key("PORT") {
+            errors.push("env.PORT: is set by Rouse for each replica; remove it".to_string());
+        }
+        if self.cold_start.max_held_requests == 0 {
+            errors.push("cold_start.max_held_requests: must be at least 1".to_string());
+        }
+        if self.cold_start.hold_timeout_ms == 0 {
+            errors.push("cold_start.hold_timeout_ms: must be at least 1".to_string());
+        }
+        if self.endpoint_concurrency == Some(0) {
+            errors
+                .push("endpoint_concurrency: must be at least 1 (omit it for no cap)".to_string());
+        }
+        let s = &self.scaling;
+        let metric = match s.metric {
+            MetricName::Concurrency => Metric::Concurrency { target: s.target },
+            MetricName::RequestRate => Metric::RequestRate { target: s.target },
+        };
+        let tick = secs("scaling.tick_secs", s.tick_secs, &mut errors);
+        if tick.is_zero() {
+            errors.push("scaling.tick_secs: must be above 0".to_string());
+        }
+        let policy = Policy {
+            min_replicas: self.replicas.min,
+            max_replicas: self.replicas.max,
+            metric,
+            stable_window: secs(
+                "scaling.stable_window_secs",
+                s.stable_window_secs,
+                &mut errors,
+            ),
+            panic_window: secs(
+                "scaling.panic_window_secs",
+                s.panic_window_secs,
+                &mut errors,
+            ),
+            panic_threshold: s.panic_threshold,
+            scaledown_period: secs(
+                "scaledown_period_secs",
+                self.scaledown_period_secs,
+                &mut errors,
+            ),
+            initial_cooldown: secs(
+                "initial_cooldown_secs",
+                self.initial_cooldown_secs,
+                &mut errors,
+            ),
+            max_scale_down_rate: s.max_scale_down_rate,
+        };
+        if let Err(policy_errors) = policy.validate() {
+            // The policy names fields as `replicas.min`, `metric.target`…; map to YAML names.
+            errors.extend(policy_errors.into_iter().map(|e| {
+                e.replacen("metric.target", "scaling.target", 1)
+                    .replacen("panic_window", "scaling.panic_window_secs", 1)
+                    .replacen("panic_threshold", "scaling.panic_threshold", 1)
+                    .replacen("max_scale_down_rate", "scaling.max_scale_down_rate", 1)
+            }));
+        }
+        let spec = ProcessSpec {
+            name: self.name.clone(),
+            command: self.command.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            workdir: self.workdir.clone(),
+            readiness_path: self.readiness_path.clone(),
+            startup_timeout: secs(
+                "startup_timeout_secs",
+                self.startup_timeout_secs,
+                &mut errors,
+            ),
+            stop_grace: secs("stop_grace_secs", self.stop_grace_secs, &mut errors),
+        };
+        let route = Route {
+            name: self.name.clone(),
+            target: self.name.clone(),
+            hosts: self.hosts.clone(),
+            path_prefixes: self.paths.clone(),
+            headers: self.headers.clone(),
+            rewrite_prefix: self.rewrite_prefix.clone(),
+            upstream_protocol: self.upstream_protocol,
+            limits: RouteLimits {
+                max_held_requests: self.cold_start.max_held_requests,
+                max_held_bytes: self.cold_start.max_held_bytes,
+                hold_timeout: Duration::from_millis(self.cold_start.hold_timeout_ms),
+                endpoint_concurrency: self.endpoint_concurrency,
+                retry_after_secs: self.cold_start.retry_after_secs,
+            },
+        };
+        if errors.is_empty() {
+            Ok((route, policy, spec))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The autoscaler's sampling period.
+    pub fn tick(&self) -> Duration {
+        Duration::try_from_secs_f64(self.scaling.tick_secs).unwrap_or(Duration::from_secs(1))
+    }
+}

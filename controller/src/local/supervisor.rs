@@ -1,0 +1,167 @@
+//! Desired replicas → running processes. One reconcile loop per app starts and stops replica
+//! slots ([`super::replica::run`]) and owns the app's ready list, which it publishes into the
+//! proxy's [`Target`] on every change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rouse_core::{Endpoint, Target};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::config::ProcessSpec;
+use super::replica;
+use crate::platform::{ScaleError, Scaler};
+use crate::telemetry::ControllerMetrics;
+
+/// What a replica task needs from its app.
+pub struct AppHandle {
+    pub spec: ProcessSpec,
+    pub target: Arc<Target>,
+    pub metrics: ControllerMetrics,
+    desired: watch::Sender<u32>,
+    ready: Mutex<Vec<Arc<Endpoint>>>,
+}
+
+impl AppHandle {
+    pub(super) fn add_endpoint(&self, e: Arc<Endpoint>) {
+        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        ready.push(e);
+        self.publish(&ready);
+    }
+
+    pub(super) fn remove_endpoint(&self, e: &Arc<Endpoint>) {
+        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        ready.retain(|x| !Arc::ptr_eq(x, e));
+        self.publish(&ready);
+    }
+
+    fn publish(&self, ready: &[Arc<Endpoint>]) {
+        self.metrics
+            .ready_replicas
+            .with_label_values(&[&self.spec.name])
+            .set(ready.len() as i64);
+        self.target.set_endpoints(ready.to_vec());
+    }
+
+    fn in_flight_of(&self, id: &str) -> u32 {
+        let ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        ready
+            .iter()
+            .find(|e| e.id == id)
+            .map_or(0, |e| e.in_flight())
+    }
+}
+
+struct Slot {
+    id: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The embedded platform: every configured app, keyed by name.
+pub struct LocalPlatform {
+    apps: HashMap<String, Arc<AppHandle>>,
+}
+
+impl LocalPlatform {
+    /// `apps` pairs each process spec with the proxy target it serves.
+    pub fn new(apps: Vec<(ProcessSpec, Arc<Target>)>, metrics: ControllerMetrics) -> Arc<Self> {
+        let apps = apps
+            .into_iter()
+            .map(|(spec, target)| {
+                let handle = AppHandle {
+                    spec,
+                    target,
+                    metrics: metrics.clone(),
+                    desired: watch::Sender::new(0),
+                    ready: Mutex::new(Vec::new()),
+                };
+                (handle.spec.name.clone(), Arc::new(handle))
+            })
+            .collect();
+        Arc::new(LocalPlatform { apps })
+    }
+
+    /// Runs every app's reconcile loop. When `shutdown` turns true, stops every replica (each
+    /// drained, then SIGTERM, then SIGKILL after its grace) and returns.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let loops: Vec<_> = self
+            .apps
+            .values()
+            .map(|app| tokio::spawn(reconcile(app.clone(), shutdown.clone())))
+            .collect();
+        for l in loops {
+            let _ = l.await;
+        }
+    }
+}
+
+async fn reconcile(app: Arc<AppHandle>, mut shutdown: watch::Receiver<bool>) {
+    let mut desired = app.desired.subscribe();
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut stopping: Vec<Slot> = Vec::new();
+    let mut next_id = 1u64;
+    loop {
+        let closing = *shutdown.borrow();
+        let want = if closing {
+            0
+        } else {
+            *desired.borrow_and_update()
+        } as usize;
+        stopping.retain(|s| !s.task.is_finished());
+        while slots.len() < want {
+            let id = format!("{}-{next_id}", app.spec.name);
+            next_id += 1;
+            let (stop, rx) = watch::channel(false);
+            let task = tokio::spawn(replica::run(app.clone(), id.clone(), rx));
+            slots.push(Slot { id, stop, task });
+        }
+        if slots.len() > want {
+            // Stop the least busy replicas first: fewer requests to drain, fewer streams cut.
+            slots.sort_by_key(|s| std::cmp::Reverse(app.in_flight_of(&s.id)));
+            for slot in slots.drain(want..) {
+                slot.stop.send_replace(true);
+                stopping.push(slot);
+            }
+        }
+        if closing && slots.is_empty() {
+            for s in stopping.drain(..) {
+                let _ = s.task.await;
+            }
+            return;
+        }
+        tokio::select! {
+            r = desired.changed() => {
+                if r.is_err() {
+                    return;
+                }
+            }
+            r = shutdown.changed(), if !closing => {
+                if r.is_err() {
+                    shutdown.mark_unchanged();
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(200)), if !stopping.is_empty() => {}
+        }
+    }
+}
+
+impl Scaler for LocalPlatform {
+    async fn replicas(&self, target: &str) -> Result<u32, ScaleError> {
+        self.apps
+            .get(target)
+            .map(|a| *a.desired.borrow())
+            .ok_or_else(|| ScaleError::UnknownTarget(target.to_string()))
+    }
+
+    async fn scale(&self, target: &str, replicas: u32) -> Result<(), ScaleError> {
+        let app = self
+            .apps
+            .get(target)
+            .ok_or_else(|| ScaleError::UnknownTarget(target.to_string()))?;
+        app.desired.send_replace(replicas);
+        Ok(())
+    }
+}

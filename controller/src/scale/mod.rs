@@ -1,0 +1,7 @@
+//! Scaling policy: turns proxy observations into a desired replica count (pure, clock-free).
+
+mod decide;
+pub use decide::*;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,242 @@
+//! Per-target state shared by the data plane (reads endpoints, records demand) and the platform
+//! (publishes ready endpoints, reads demand to scale). One [`Target`] per workload, owned by the
+//! proxy's target registry; the platform only holds `Arc`s to it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+
+/// One ready replica of a target, with its live in-flight count (for least-pending balancing and
+/// the per-endpoint concurrency cap).
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// Human-readable replica id (`hello-2`, a pod name); not used as a metric label.
+    pub id: String,
+    in_flight: AtomicU32,
+}
+
+impl Endpoint {
+    pub fn new(id: impl Into<String>, addr: SocketAddr) -> Arc<Self> {
+        Arc::new(Endpoint {
+            addr,
+            id: id.into(),
+            in_flight: AtomicU32::new(0),
+        })
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot if the endpoint is under `cap` (always, when `cap` is `None`).
+    pub fn try_acquire(&self, cap: Option<u32>) -> bool {
+        match cap {
+            None => {
+                self.in_flight.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+            Some(cap) => self
+                .in_flight
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < cap).then_some(n + 1)
+                })
+                .is_ok(),
+        }
+    }
+
+    fn release(&self) {
+        // Saturating: a double release must not wrap to u32::MAX and lock the endpoint out.
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
+/// The ready endpoints of a target at one moment; replaced whole on every change.
+#[derive(Debug)]
+pub struct EndpointSet {
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// When this set was published: "endpoint ready → held request forwarded" is measured from
+    /// here.
+    pub published: Instant,
+}
+
+impl Default for EndpointSet {
+    fn default() -> Self {
+        EndpointSet {
+            endpoints: Vec::new(),
+            published: Instant::now(),
+        }
+    }
+}
+
+impl EndpointSet {
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+}
+
+/// Pending work for one target as seen by this proxy: the scaling input.
+///
+/// Activation uses `held` (a request is waiting) and idleness uses `last_activity`, never a sampled
+/// rate, so a single request after a long idle always wakes the target and sparse short requests
+/// keep it up (the two KEDA bugs this design avoids).
+#[derive(Debug)]
+pub struct Demand {
+    epoch: Instant,
+    held: AtomicU64,
+    in_flight: AtomicU64,
+    requests_total: AtomicU64,
+    /// Nanoseconds since `epoch` of the last start or finish; 0 = never.
+    last_activity: AtomicU64,
+    wake: Notify,
+}
+
+/// A copy of [`Demand`] at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DemandSnapshot {
+    pub held: u64,
+    pub in_flight: u64,
+    pub requests_total: u64,
+    pub last_activity: Option<Instant>,
+}
+
+impl Default for Demand {
+    fn default() -> Self {
+        Demand {
+            epoch: Instant::now(),
+            held: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            requests_total: AtomicU64::new(0),
+            last_activity: AtomicU64::new(0),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl Demand {
+    fn touch(&self) {
+        let nanos = u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.last_activity.store(nanos, Ordering::Relaxed);
+    }
+
+    /// A request arrived for this target.
+    pub fn request_started(&self) {
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// A request (or a long-lived stream) ended, whatever its outcome.
+    pub fn request_finished(&self) {
+        self.touch();
+    }
+
+    pub fn held_inc(&self) {
+        self.held.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn held_dec(&self) {
+        let _ = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    pub fn in_flight_inc(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn in_flight_dec(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Acquire)
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn snapshot(&self) -> DemandSnapshot {
+        let last = self.last_activity.load(Ordering::Relaxed);
+        DemandSnapshot {
+            held: self.held(),
+            in_flight: self.in_flight(),
+            requests_total: self.requests_total.load(Ordering::Relaxed),
+            last_activity: (last > 0).then(|| self.epoch + Duration::from_nanos(last)),
+        }
+    }
+
+    /// Asks the controller to look at this target now (a request is held). Never blocks; repeated
+    /// calls before the controller wakes coalesce into one.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves when [`Demand::wake`] was called since the last time this resolved.
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+}
+
+/// A workload the proxy can forward to: its ready endpoints and its demand.
+#[derive(Debug)]
+pub struct Target {
+    pub name: String,
+    pub demand: Demand,
+    endpoints: watch::Sender<Arc<EndpointSet>>,
+    /// Signalled when an endpoint slot frees while requests are held for capacity.
+    capacity: Notify,
+}
+
+impl Target {
+    pub fn new(name: impl Into<String>) -> Arc<Self> {
+        Arc::new(Target {
+            name: name.into(),
+            demand: Demand::default(),
+            endpoints: watch::Sender::new(Arc::new(EndpointSet::default())),
+            capacity: Notify::new(),
+        })
+    }
+
+    /// The ready endpoints now.
+    pub fn endpoints(&self) -> Arc<EndpointSet> {
+        self.endpoints.borrow().clone()
+    }
+
+    /// A receiver that sees every change of the ready set (held requests wait on it).
+    pub fn watch_endpoints(&self) -> watch::Receiver<Arc<EndpointSet>> {
+        self.endpoints.subscribe()
+    }
+
+    /// Platform side: replaces the ready set and wakes every held request at once.
+    pub fn set_endpoints(&self, endpoints: Vec<Arc<Endpoint>>) {
+        self.endpoints
+            .send_replace(Arc::new(EndpointSet {
+                endpoints,
+                published: Instant::now(),
+            }));
+    }
+
+    /// Returns an endpoint slot taken with [`Endpoint::try_acquire`], waking one request held for
+    /// capacity.
+    pub fn release(&self, endpoint: &Endpoint) {
+        endpoint.release();
+        if self.demand.held() > 0 {
+            self.capacity.notify_one();
+        }
+    }
+
+    /// Resolves when a slot may have freed (see [`Target::release`]).
+    pub async fn capacity_freed(&self) {
+        self.capacity.notified().await
+    }
+}

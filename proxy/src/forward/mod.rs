@@ -1,0 +1,309 @@
+//! The pingora `ProxyHttp` implementation: the life of one request.
+//!
+//! 1. `request_filter`: pick the route (404 JSON when none) and count the request.
+//! 2. `upstream_peer`: take an endpoint slot, holding the request while the target is cold or
+//!    full ([`crate::hold::acquire`]); on a refused connection pingora retries this phase with the
+//!    failed endpoint excluded.
+//! 3. `upstream_request_filter`: hop-by-hop and forwarding headers, origin-form URI, rewrite.
+//! 4. `response_filter`: the cold-start header.
+//! 5. `fail_to_proxy`: JSON errors; `logging`: metrics. The endpoint slot is returned when the
+//!    request context drops.
+
+pub mod headers;
+pub mod respond;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::protocols::l4::socket::SocketAddr as PSocketAddr;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use rouse_core::{UpstreamProtocol, normalize_path};
+
+use crate::hold::{Lease, acquire};
+use crate::state::{ProxyState, RouteState};
+use respond::{Reason, write_error};
+
+/// Response header: `true` when the request waited for an endpoint (cold start or capacity).
+pub const COLD_START_HEADER: &str = "x-rouse-cold-start";
+/// Response header: milliseconds the request was held, when it was.
+pub const HELD_MS_HEADER: &str = "x-rouse-held-ms";
+
+/// Refused connections tolerated per request before answering 502.
+const MAX_CONNECT_RETRIES: usize = 3;
+/// Upstream connect timeout; endpoints are on a LAN or loopback, so this is generous.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The data plane's request handler. Stateless itself: all state lives in [`ProxyState`].
+pub struct Forwarder {
+    pub state: Arc<ProxyState>,
+}
+
+/// Per-request state carried across pingora's phases.
+#[derive(Default)]
+pub struct RequestCtx {
+    route: Option<Arc<RouteState>>,
+    host: String,
+    /// Origin-form path to send upstream (normalised, rewritten).
+    upstream_path: Option<String>,
+    /// Head size + declared body: what the hold budget counts.
+    bytes: u64,
+    lease: Option<Lease>,
+    waited: Option<Duration>,
+    reason: Option<Reason>,
+    refused: Vec<SocketAddr>,
+    forwarded_at: Option<Instant>,
+}
+
+impl RequestCtx {
+    fn route_name(&self) -> Option<&str> {
+        self.route.as_ref().map(|r| r.route.name.as_str())
+    }
+}
+
+fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    match session.client_addr() {
+        Some(PSocketAddr::Inet(addr)) => Some(addr.ip()),
+        _ => None,
+    }
+}
+
+/// The authority the request names: the absolute-form URI's (RFC 9112 §3.2.2: it wins over
+/// `Host`), the h2 `:authority`, or the `Host` header.
+fn request_host(req: &RequestHeader) -> Option<String> {
+    if let Some(a) = req.uri.authority() {
+        return Some(a.as_str().to_string());
+    }
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+/// Bytes the request commits the proxy to carry: its head plus the declared body.
+fn committed_bytes(req: &RequestHeader) -> u64 {
+    let head: usize = req.uri.to_string().len()
+        + req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    let body = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    (head as u64).saturating_add(body)
+}
+
+#[async_trait]
+impl ProxyHttp for Forwarder {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snapshot = self.state.snapshot();
+        let req = session.req_header();
+        let Some(host) = request_host(req) else {
+            ctx.reason = Some(Reason::BadRequest);
+            write_error(session, None, Reason::BadRequest, None, 0).await?;
+            return Ok(true);
+        };
+        let raw = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let normalized = normalize_path(raw);
+        let path = normalized.split('?').next().unwrap_or("/");
+        let found = snapshot.table.resolve(&host, path, |name, value| {
+            req.headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.as_bytes() == value.as_bytes())
+        });
+        let Some(m) = found else {
+            ctx.reason = Some(Reason::NoRoute);
+            ctx.host = host;
+            write_error(session, None, Reason::NoRoute, Some(&ctx.host), 0).await?;
+            return Ok(true);
+        };
+        let upstream_path = m.upstream_path(&normalized).unwrap_or(normalized);
+        let Some(route) = snapshot.routes.get(&m.route.name).cloned() else {
+            ctx.reason = Some(Reason::NoRoute);
+            write_error(session, None, Reason::NoRoute, Some(&host), 0).await?;
+            return Ok(true);
+        };
+        ctx.bytes = committed_bytes(req);
+        if upstream_path != raw || req.uri.authority().is_some() {
+            ctx.upstream_path = Some(upstream_path);
+        }
+        ctx.host = host;
+        route.target.demand.request_started();
+        ctx.route = Some(route);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream_peer without a route"))?;
+        // A retry gives back the slot of the endpoint that refused before taking another.
+        ctx.lease = None;
+        let acquired = match acquire(&self.state, &route, ctx.bytes, &ctx.refused).await {
+            Ok(a) => a,
+            Err(reason) => {
+                ctx.reason = Some(reason);
+                return Err(Error::explain(ErrorType::HTTPStatus(reason.status()), reason.as_str()));
+            }
+        };
+        if let Some(waited) = acquired.waited {
+            route.metrics.cold_starts.inc();
+            self.state
+                .metrics
+                .cold_start_wait
+                .with_label_values(&[route.route.name.as_str()])
+                .observe(waited.as_secs_f64());
+            *ctx.waited.get_or_insert(Duration::ZERO) += waited;
+        }
+        if let Some(d) = acquired.since_ready {
+            self.state
+                .metrics
+                .ready_to_forward
+                .with_label_values(&[route.route.name.as_str()])
+                .observe(d.as_secs_f64());
+        }
+        let addr = acquired.lease.endpoint.addr;
+        ctx.lease = Some(acquired.lease);
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        if route.route.upstream_protocol == UpstreamProtocol::H2c {
+            peer.options.set_http_version(2, 2);
+        }
+        ctx.forwarded_at = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // The endpoint died between readiness and this connect (crash, scale-in). Nothing was
+        // sent, so retrying on another endpoint, or holding until one is ready, is safe for any
+        // method.
+        if let Some(lease) = ctx.lease.take() {
+            ctx.refused.push(lease.endpoint.addr);
+        }
+        if ctx.refused.len() <= MAX_CONNECT_RETRIES {
+            e.set_retry(true);
+        } else {
+            ctx.reason = Some(Reason::UpstreamUnreachable);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(path) = ctx.upstream_path.as_deref() {
+            let uri = http::Uri::try_from(path)
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewritten path", e))?;
+            upstream.set_uri(uri);
+        }
+        let inbound = headers::Inbound {
+            client: client_ip(session),
+            proto: if is_tls(session) { "https" } else { "http" },
+            host: &ctx.host,
+            upgrade: session.is_upgrade_req(),
+        };
+        headers::prepare_upstream(upstream, &inbound)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        match ctx.waited {
+            Some(w) => {
+                upstream.insert_header(COLD_START_HEADER, "true")?;
+                upstream.insert_header(HELD_MS_HEADER, w.as_millis().to_string())?;
+            }
+            None => upstream.insert_header(COLD_START_HEADER, "false")?,
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let reason = match (ctx.reason, e.esource()) {
+            (Some(r), _) => r,
+            (None, ErrorSource::Downstream) => {
+                // The client went away or sent garbage; nothing useful to write.
+                let code = match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                };
+                if code > 0 && session.response_written().is_none() {
+                    let _ = session.respond_error(code).await;
+                }
+                return FailToProxy { error_code: code, can_reuse_downstream: false };
+            }
+            (None, _) => match e.etype() {
+                ErrorType::ConnectRefused | ErrorType::ConnectTimedout | ErrorType::ConnectError => {
+                    Reason::UpstreamUnreachable
+                }
+                _ => Reason::UpstreamError,
+            },
+        };
+        ctx.reason = Some(reason);
+        if session.response_written().is_some() {
+            // Headers already went out: the only honest signal left is closing the stream.
+            return FailToProxy { error_code: reason.status(), can_reuse_downstream: false };
+        }
+        let retry_after = ctx.route.as_ref().map_or(1, |r| r.route.limits.retry_after_secs);
+        let route = ctx.route.as_ref().map(|r| r.route.name.clone());
+        if let Err(err) = write_error(session, route.as_deref(), reason, None, retry_after).await {
+            tracing::debug!(error = %err, "Error response not delivered.");
+        }
+        FailToProxy {
+            error_code: reason.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let route = ctx.route_name().unwrap_or("-");
+        let m = &self.state.metrics;
+        let code = session
+            .response_written()
+            .map_or("000", |r| r.status.as_str());
+        m.requests.with_label_values(&[route, code]).inc();
+        if let Some(reason) = ctx.reason {
+            m.rejections.with_label_values(&[route, reason.as_str()]).inc();
+        }
+        if let Some(at) = ctx.forwarded_at {
+            m.upstream_duration
+                .with_label_values(&[route])
+                .observe(at.elapsed().as_secs_f64());
+        }
+        // Return the endpoint slot now rather than whenever pingora drops the context.
+        ctx.lease = None;
+    }
+}

@@ -1,0 +1,128 @@
+//! Every response the proxy writes itself: a JSON body naming the route and the reason, plus
+//! `Retry-After` where retrying helps. One place, so all error surfaces agree.
+
+use bytes::Bytes;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use serde::Serialize;
+
+/// Why the proxy answered instead of the target. `as_str` feeds metric labels and JSON bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// No route for the host/path/headers.
+    NoRoute,
+    /// The route's held-request count cap is reached.
+    RouteQueueFull,
+    /// The route's held-bytes cap is reached.
+    RouteBytesFull,
+    /// The proxy-wide held-request cap is reached.
+    GlobalQueueFull,
+    /// The proxy-wide held-bytes cap is reached.
+    GlobalBytesFull,
+    /// No endpoint became ready with capacity before the route's hold timeout.
+    ColdStartTimeout,
+    /// The target's endpoint source went away (shutting down).
+    NoEndpoint,
+    /// Every endpoint refused the connection and retries are exhausted.
+    UpstreamUnreachable,
+    /// The upstream failed after the connection was made.
+    UpstreamError,
+    /// The request itself is malformed (e.g. missing host).
+    BadRequest,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoRoute => "no_route",
+            Reason::RouteQueueFull => "route_queue_full",
+            Reason::RouteBytesFull => "route_bytes_full",
+            Reason::GlobalQueueFull => "global_queue_full",
+            Reason::GlobalBytesFull => "global_bytes_full",
+            Reason::ColdStartTimeout => "cold_start_timeout",
+            Reason::NoEndpoint => "no_endpoint",
+            Reason::UpstreamUnreachable => "upstream_unreachable",
+            Reason::UpstreamError => "upstream_error",
+            Reason::BadRequest => "bad_request",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Reason::NoRoute => 404,
+            Reason::RouteQueueFull | Reason::RouteBytesFull | Reason::GlobalQueueFull | Reason::GlobalBytesFull => 503,
+            Reason::NoEndpoint => 503,
+            Reason::ColdStartTimeout => 504,
+            Reason::UpstreamUnreachable | Reason::UpstreamError => 502,
+            Reason::BadRequest => 400,
+        }
+    }
+
+    /// Overflow is transient: tell the client when to come back.
+    pub fn retry_after(self) -> bool {
+        self.status() == 503
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Reason::NoRoute => "no route matches this host, path and headers",
+            Reason::RouteQueueFull => "too many requests are already waiting for this route to start",
+            Reason::RouteBytesFull => "too many bytes are already waiting for this route to start",
+            Reason::GlobalQueueFull => "the proxy holds as many waiting requests as it allows",
+            Reason::GlobalBytesFull => "the proxy holds as many waiting bytes as it allows",
+            Reason::ColdStartTimeout => "no ready endpoint before the route's hold timeout",
+            Reason::NoEndpoint => "the target has no endpoint source",
+            Reason::UpstreamUnreachable => "every endpoint refused the connection",
+            Reason::UpstreamError => "the upstream failed",
+            Reason::BadRequest => "the request has no usable host",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    route: Option<&'a str>,
+    reason: &'static str,
+    message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_secs: Option<u32>,
+}
+
+/// Renders the JSON error body (exposed for tests and the admin explain endpoint).
+pub fn error_body(route: Option<&str>, reason: Reason, host: Option<&str>, retry_after: Option<u32>) -> Bytes {
+    let body = ErrorBody {
+        route,
+        reason: reason.as_str(),
+        message: reason.message(),
+        host,
+        retry_after_secs: retry_after,
+    };
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()))
+}
+
+/// Writes the proxy's own answer. `host` is echoed only for `no_route` (JSON-escaped).
+pub async fn write_error(
+    session: &mut Session,
+    route: Option<&str>,
+    reason: Reason,
+    host: Option<&str>,
+    retry_after_secs: u32,
+) -> pingora_core::Result<()> {
+    let retry_after = reason.retry_after().then_some(retry_after_secs);
+    let body = error_body(route, reason, host.filter(|_| reason == Reason::NoRoute), retry_after);
+    let mut resp = ResponseHeader::build(reason.status(), Some(5))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    if let Some(secs) = retry_after {
+        resp.insert_header("retry-after", secs.to_string())?;
+    }
+    // An unread request body would desync a kept-alive HTTP/1.1 connection.
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}

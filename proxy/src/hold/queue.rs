@@ -1,0 +1,133 @@
+//! Where a request waits for a ready endpoint with capacity.
+//!
+//! A request takes a slot at once when its target has room and nobody is queued ahead of it.
+//! Otherwise it is admitted into the hold budget, signals a wake to the controller, and waits
+//! on two notifications: the target's endpoint set changing (a replica became ready) and a slot
+//! freeing on an endpoint (per-endpoint cap). The deadline is the only timer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rouse_core::{Endpoint, Target};
+
+use crate::balance;
+use crate::forward::respond::Reason;
+use crate::state::{ProxyState, RouteState};
+
+/// A slot on an endpoint, held for the life of one request (or WebSocket). Dropping it returns
+/// the slot, wakes one request held for capacity and records the end of the request.
+pub struct Lease {
+    pub endpoint: Arc<Endpoint>,
+    target: Arc<Target>,
+    in_flight: prometheus::IntGauge,
+}
+
+impl Lease {
+    fn new(route: &RouteState, endpoint: Arc<Endpoint>) -> Self {
+        route.target.demand.in_flight_inc();
+        route.metrics.in_flight.inc();
+        Lease {
+            endpoint,
+            target: route.target.clone(),
+            in_flight: route.metrics.in_flight.clone(),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.target.release(&self.endpoint);
+        self.target.demand.in_flight_dec();
+        self.target.demand.request_finished();
+        self.in_flight.dec();
+    }
+}
+
+/// The outcome of [`acquire`]: a slot, and how long the request waited for it (`None` when it
+/// did not wait).
+pub struct Acquired {
+    pub lease: Lease,
+    pub waited: Option<Duration>,
+    /// For a held request: time from the endpoint set it was released by being published to
+    /// the release (Rouse's own share of a cold start).
+    pub since_ready: Option<Duration>,
+}
+
+/// Counts a request as held for exactly as long as it waits, even if the wait is cancelled
+/// (client gone, server shutting down).
+struct Held<'a> {
+    route: &'a RouteState,
+    bytes: u64,
+}
+
+impl<'a> Held<'a> {
+    fn enter(route: &'a RouteState, bytes: u64) -> Self {
+        route.target.demand.held_inc();
+        route.metrics.held.inc();
+        route.metrics.held_bytes.add(i64::try_from(bytes).unwrap_or(i64::MAX));
+        route.metrics.held_admitted.inc();
+        Held { route, bytes }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.route.target.demand.held_dec();
+        self.route.metrics.held.dec();
+        self.route.metrics.held_bytes.sub(i64::try_from(self.bytes).unwrap_or(i64::MAX));
+        self.route.metrics.held_released.inc();
+    }
+}
+
+/// Gets an endpoint slot for one request on `route`, holding the request if needed.
+///
+/// `bytes` is what the request commits the proxy to carry (head + declared body) and counts
+/// against the byte caps; `exclude` lists endpoints that refused a connection for this request.
+pub async fn acquire(
+    state: &ProxyState,
+    route: &RouteState,
+    bytes: u64,
+    exclude: &[SocketAddr],
+) -> Result<Acquired, Reason> {
+    let target = &route.target;
+    let cap = route.route.limits.endpoint_concurrency;
+
+    // Fast path. Requests already queued go first, so a newcomer may not overtake them.
+    if target.demand.held() == 0
+        && let Some(ep) = balance::pick(&target.endpoints(), cap, exclude)
+    {
+        return Ok(Acquired {
+            lease: Lease::new(route, ep),
+            waited: None,
+            since_ready: None,
+        });
+    }
+
+    let _permit = state.budget.try_admit(&route.held, route.caps(), bytes)?;
+    let _held = Held::enter(route, bytes);
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started + route.route.limits.hold_timeout);
+    target.demand.wake();
+
+    let mut endpoints = target.watch_endpoints();
+    loop {
+        let set = endpoints.borrow_and_update().clone();
+        if let Some(ep) = balance::pick(&set, cap, exclude) {
+            return Ok(Acquired {
+                lease: Lease::new(route, ep),
+                waited: Some(started.elapsed()),
+                since_ready: Some(set.published.elapsed()),
+            });
+        }
+        tokio::select! {
+            changed = endpoints.changed() => {
+                if changed.is_err() {
+                    return Err(Reason::NoEndpoint);
+                }
+            }
+            () = target.capacity_freed() => {}
+            () = tokio::time::sleep_until(deadline) => return Err(Reason::ColdStartTimeout),
+        }
+    }
+}

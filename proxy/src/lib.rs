@@ -1,0 +1,17 @@
+//! Rouse's data plane on pingora: routes each request, holds it while its target is cold or
+//! full, signals a wake, and forwards it the moment an endpoint is ready.
+//!
+//! Where things are: [`forward`] (the request lifecycle, pingora phases), [`hold`] (the hold
+//! queue and its caps), [`balance`] (endpoint choice), [`state`] (everything shared), [`admin`]
+//! (metrics and introspection), [`tls`], [`drain`], [`config`] and [`server`] (assembly).
+
+pub mod admin;
+pub mod balance;
+pub mod config;
+pub mod drain;
+pub mod forward;
+pub mod hold;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,160 @@
+//! Assembly: the pingora server with the proxy service (HTTP + h2c, optional TLS with h2), and
+//! one background service for everything else (admin API, local platform, autoscalers,
+//! certificate reload, drain).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server, ShutdownWatch};
+use pingora_core::services::background::{BackgroundService, background_service};
+use rouse_controller::autoscale;
+use rouse_controller::local::LocalPlatform;
+use rouse_controller::telemetry::ControllerMetrics;
+
+use crate::config::LocalConfig;
+use crate::drain::{DrainSignal, wait_drained};
+use crate::forward::Forwarder;
+use crate::hold::Caps;
+use crate::state::ProxyState;
+use crate::telemetry::Metrics;
+use crate::tls::{CertStore, Resolver};
+
+/// pingora's wait after shutdown starts for runtimes to stop (explicit: its default is 5 s).
+const RUNTIME_SHUTDOWN_SECS: u64 = 5;
+
+/// Everything that is not the request path, run on its own runtime.
+struct ControlPlane {
+    state: Arc<ProxyState>,
+    platform: Arc<LocalPlatform>,
+    config: LocalConfig,
+    controller_metrics: ControllerMetrics,
+    admin: std::sync::Mutex<Option<std::net::TcpListener>>,
+    certs: Option<Arc<CertStore>>,
+}
+
+#[async_trait]
+impl BackgroundService for ControlPlane {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let admin = self.admin.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(listener) = admin {
+            tokio::spawn(crate::admin::serve(listener, self.state.clone()));
+        }
+        if let (Some(certs), Some(tls)) = (&self.certs, &self.config.proxy.tls) {
+            tokio::spawn(certs.clone().watch(Duration::from_secs(tls.reload_interval_secs.max(1))));
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let platform = tokio::spawn(self.platform.clone().run(stop_rx.clone()));
+        for app in &self.config.apps {
+            tokio::spawn(autoscale::run(
+                self.state.target(&app.route.target),
+                app.policy.clone(),
+                self.platform.clone(),
+                app.tick,
+                self.controller_metrics.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        let _ = shutdown.wait_for(|s| *s).await;
+
+        // Listeners are closing. Let held and in-flight requests finish (apps stay up for them),
+        // then stop the apps and leave without waiting out the rest of pingora's grace period.
+        let grace = self.config.proxy.grace();
+        let drained = wait_drained(&self.state, grace).await;
+        tracing::info!(drained, pending = self.state.pending(), "Drain finished; stopping apps.");
+        stop_tx.send_replace(true);
+        let _ = platform.await;
+        tracing::info!("Shutdown complete.");
+        std::process::exit(if drained { 0 } else { 1 });
+    }
+}
+
+/// Builds and runs the local all-in-one server. Returns only after a fast shutdown; a graceful
+/// one exits the process from the control plane once drained.
+pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(registry.clone());
+    let controller_metrics = ControllerMetrics::new(&registry);
+    let p = &config.proxy;
+    let state = ProxyState::new(
+        Caps {
+            max_requests: p.max_held_requests,
+            max_bytes: p.max_held_bytes,
+        },
+        metrics,
+    );
+    let conflicts = state.set_routes(config.apps.iter().map(|a| a.route.clone()).collect());
+    anyhow::ensure!(conflicts.is_empty(), "route conflicts: {conflicts:?}");
+    let platform = LocalPlatform::new(
+        config
+            .apps
+            .iter()
+            .map(|a| (a.process.clone(), state.target(&a.route.target)))
+            .collect(),
+        controller_metrics.clone(),
+    );
+
+    let admin = std::net::TcpListener::bind(p.admin_listen)
+        .map_err(|e| anyhow::anyhow!("admin listener {}: {e}", p.admin_listen))?;
+    // Fail early and clearly if the public port is taken (pingora would panic later).
+    drop(
+        std::net::TcpListener::bind(p.listen)
+            .map_err(|e| anyhow::anyhow!("listener {}: {e}", p.listen))?,
+    );
+
+    let threads = p.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let conf = ServerConf {
+        threads,
+        // Upper bound only: the control plane exits as soon as the drain completes.
+        grace_period_seconds: Some(p.drain.grace_secs + 1),
+        graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_SECS),
+        pid_file: std::env::temp_dir().join(format!("rouse-{}.pid", std::process::id())).display().to_string(),
+        upgrade_sock: std::env::temp_dir().join(format!("rouse-{}.sock", std::process::id())).display().to_string(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, Forwarder { state: state.clone() }, "rouse-proxy");
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = true;
+        app.server_options = Some(opts);
+    }
+    proxy.add_tcp(&p.listen.to_string());
+    let certs = match &p.tls {
+        Some(tls) => {
+            let store = CertStore::load(tls.certificates.clone())?;
+            let mut settings = TlsSettings::intermediate("", "")?;
+            settings.set_cert_resolver(Arc::new(Resolver(store.clone())));
+            settings.enable_h2();
+            proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+            Some(store)
+        }
+        None => None,
+    };
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "control-plane",
+        ControlPlane {
+            state: state.clone(),
+            platform,
+            config: config.clone(),
+            controller_metrics,
+            admin: std::sync::Mutex::new(Some(admin)),
+            certs,
+        },
+    ));
+
+    tracing::info!(listen = %p.listen, admin = %p.admin_listen, tls = ?p.tls.as_ref().map(|t| t.listen), apps = config.apps.len(), "Rouse is up.");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainSignal {
+            state,
+            readiness_delay: Duration::from_millis(p.drain.readiness_delay_ms),
+        }),
+    });
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The proxy's state, owned in one place: the routing snapshot (swapped whole), the targets
+//! (kept across snapshots so held requests and counters survive a table rebuild), the global
+//! hold budget, the metrics and the drain flag.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use prometheus::{IntCounter, IntGauge};
+use rouse_core::{Conflict, Route, RouteTable, Target};
+
+use crate::hold::{Budget, Caps, Counter};
+use crate::telemetry::Metrics;
+
+/// Metric handles of one route, resolved once per snapshot rather than per request.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    pub in_flight: IntGauge,
+    pub held: IntGauge,
+    pub held_bytes: IntGauge,
+    pub held_admitted: IntCounter,
+    pub held_released: IntCounter,
+    pub cold_starts: IntCounter,
+}
+
+/// One route with everything a request on it needs.
+pub struct RouteState {
+    pub route: Arc<Route>,
+    pub target: Arc<Target>,
+    /// Held-request usage of this route (survives rebuilds).
+    pub held: Arc<Counter>,
+    pub metrics: RouteMetrics,
+}
+
+impl RouteState {
+    pub fn caps(&self) -> Caps {
+        Caps {
+            max_requests: self.route.limits.max_held_requests as u64,
+            max_bytes: self.route.limits.max_held_bytes,
+        }
+    }
+}
+
+/// An immutable routing snapshot: the table plus per-route state by name.
+pub struct Snapshot {
+    pub table: RouteTable,
+    pub routes: HashMap<String, Arc<RouteState>>,
+}
+
+/// Shared proxy state. Cheap to read on every request: one atomic load for the snapshot.
+pub struct ProxyState {
+    snapshot: ArcSwap<Snapshot>,
+    targets: Mutex<HashMap<String, Arc<Target>>>,
+    held_counters: Mutex<HashMap<String, Arc<Counter>>>,
+    pub budget: Budget,
+    pub metrics: Metrics,
+    draining: AtomicBool,
+}
+
+impl ProxyState {
+    pub fn new(global: Caps, metrics: Metrics) -> Arc<Self> {
+        Arc::new(ProxyState {
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                table: RouteTable::default(),
+                routes: HashMap::new(),
+            }),
+            targets: Mutex::new(HashMap::new()),
+            held_counters: Mutex::new(HashMap::new()),
+            budget: Budget::new(global),
+            metrics,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The target named `name`, created on first use. Platforms publish endpoints into it.
+    pub fn target(&self, name: &str) -> Arc<Target> {
+        let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        targets.entry(name.to_string()).or_insert_with(|| Target::new(name)).clone()
+    }
+
+    pub fn targets(&self) -> Vec<Arc<Target>> {
+        let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        targets.values().cloned().collect()
+    }
+
+    /// Replaces the routing table. Routes are given oldest first; conflicting later routes are
+    /// dropped and returned so the caller can report them.
+    pub fn set_routes(&self, routes: Vec<Route>) -> Vec<Conflict> {
+        let (table, conflicts) = RouteTable::build(routes);
+        let m = &self.metrics;
+        let mut routes = HashMap::with_capacity(table.len());
+        for route in table.routes() {
+            let name = route.name.as_str();
+            let held = {
+                let mut counters = self.held_counters.lock().unwrap_or_else(|p| p.into_inner());
+                counters.entry(name.to_string()).or_default().clone()
+            };
+            let state = RouteState {
+                route: route.clone(),
+                target: self.target(&route.target),
+                held,
+                metrics: RouteMetrics {
+                    in_flight: m.in_flight.with_label_values(&[name]),
+                    held: m.held.with_label_values(&[name]),
+                    held_bytes: m.held_bytes.with_label_values(&[name]),
+                    held_admitted: m.held_admitted.with_label_values(&[name]),
+                    held_released: m.held_released.with_label_values(&[name]),
+                    cold_starts: m.cold_starts.with_label_values(&[name]),
+                },
+            };
+            routes.insert(name.to_string(), Arc::new(state));
+        }
+        self.snapshot.store(Arc::new(Snapshot { table, routes }));
+        conflicts
+    }
+
+    /// Held plus in-flight requests over every target: what a drain waits for.
+    pub fn pending(&self) -> u64 {
+        self.targets()
+            .iter()
+            .map(|t| t.demand.held() + t.demand.in_flight())
+            .sum()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Fails readiness; the first step of a graceful shutdown.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.metrics.draining.set(1);
+    }
+}

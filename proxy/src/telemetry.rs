@@ -1,0 +1,88 @@
+//! Prometheus metrics of the proxy, registered once per process.
+//!
+//! Labels are bounded: `route` comes from configuration, `code` from the status, `reason` from
+//! [`crate::forward::respond::Reason`]. Hosts, paths and client data never become labels.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Latency buckets in seconds, from 100 µs (warm forward) to 60 s (slow cold start).
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// Every metric the proxy exports.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub in_flight: IntGaugeVec,
+    pub held: IntGaugeVec,
+    pub held_bytes: IntGaugeVec,
+    pub held_admitted: IntCounterVec,
+    pub held_released: IntCounterVec,
+    pub cold_starts: IntCounterVec,
+    pub cold_start_wait: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub ready_to_forward: HistogramVec,
+    pub rejections: IntCounterVec,
+    pub ready_endpoints: IntGaugeVec,
+    pub draining: IntGauge,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(g.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(h.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    h
+}
+
+impl Metrics {
+    /// Registers the proxy's metrics in `registry` (names are fixed, so this cannot fail at
+    /// runtime unless called twice on one registry: a programming error).
+    pub fn new(registry: Registry) -> Self {
+        let r = &registry;
+        let draining = IntGauge::new("rouse_proxy_draining", "1 while the proxy drains for shutdown.")
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        r.register(Box::new(draining.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
+        Metrics {
+            requests: counter(r, "rouse_proxy_requests_total", "Requests answered, by route and status code.", &["route", "code"]),
+            in_flight: gauge(r, "rouse_proxy_requests_in_flight", "Requests forwarded and not finished (open WebSockets included).", &["route"]),
+            held: gauge(r, "rouse_proxy_held_requests", "Requests waiting for a ready endpoint with capacity.", &["route"]),
+            held_bytes: gauge(r, "rouse_proxy_held_bytes", "Bytes (head + declared body) of held requests.", &["route"]),
+            held_admitted: counter(r, "rouse_proxy_held_admitted_total", "Requests that entered the hold queue.", &["route"]),
+            held_released: counter(r, "rouse_proxy_held_released_total", "Requests that left the hold queue, forwarded or rejected.", &["route"]),
+            cold_starts: counter(r, "rouse_proxy_cold_starts_total", "Requests that were forwarded after waiting for an endpoint.", &["route"]),
+            cold_start_wait: histogram(r, "rouse_proxy_cold_start_wait_seconds", "Time held requests waited before forwarding.", &["route"]),
+            upstream_duration: histogram(r, "rouse_proxy_upstream_duration_seconds", "Time from forwarding to the end of the response (queue wait excluded).", &["route"]),
+            ready_to_forward: histogram(r, "rouse_proxy_ready_to_forward_seconds", "For held requests: time from the endpoint becoming ready to the request being released to it.", &["route"]),
+            rejections: counter(r, "rouse_proxy_rejections_total", "Requests answered by the proxy itself, by reason.", &["route", "reason"]),
+            ready_endpoints: gauge(r, "rouse_proxy_ready_endpoints", "Ready endpoints per target.", &["target"]),
+            draining,
+            registry,
+        }
+    }
+
+    /// Text exposition of every metric in the registry.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "Metrics encoding failed.");
+        }
+        out
+    }
+}
