@@ -219,11 +219,10 @@ impl Target {
 
     /// Platform side: replaces the ready set and wakes every held request at once.
     pub fn set_endpoints(&self, endpoints: Vec<Arc<Endpoint>>) {
-        self.endpoints
-            .send_replace(Arc::new(EndpointSet {
-                endpoints,
-                published: Instant::now(),
-            }));
+        self.endpoints.send_replace(Arc::new(EndpointSet {
+            endpoints,
+            published: Instant::now(),
+        }));
     }
 
     /// Returns an endpoint slot taken with [`Endpoint::try_acquire`], waking one request held for

@@ -73,7 +73,10 @@ fn query_pairs(query: &str) -> Vec<(String, String)> {
 /// Answers one admin request. Pure over `state`, so tests call it without a socket.
 pub fn handle(state: &ProxyState, method: &Method, path: &str, query: &str) -> Response<Body> {
     if method != Method::GET {
-        return json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"reason": "method_not_allowed"}));
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"reason": "method_not_allowed"}),
+        );
     }
     match path {
         "/livez" => text(StatusCode::OK, "ok\n"),
@@ -82,7 +85,12 @@ pub fn handle(state: &ProxyState, method: &Method, path: &str, query: &str) -> R
         "/metrics" => text(StatusCode::OK, state.metrics.render()),
         "/routes" => {
             let snap = state.snapshot();
-            let routes: Vec<_> = snap.table.routes().iter().map(|r| json!(r.as_ref())).collect();
+            let routes: Vec<_> = snap
+                .table
+                .routes()
+                .iter()
+                .map(|r| json!(r.as_ref()))
+                .collect();
             json_response(StatusCode::OK, &json!({ "routes": routes }))
         }
         "/queues" => {
@@ -117,7 +125,12 @@ pub fn handle(state: &ProxyState, method: &Method, path: &str, query: &str) -> R
         }
         "/explain" => {
             let pairs = query_pairs(query);
-            let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+            let get = |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.as_str())
+            };
             let Some(host) = get("host") else {
                 return json_response(
                     StatusCode::BAD_REQUEST,
@@ -125,7 +138,11 @@ pub fn handle(state: &ProxyState, method: &Method, path: &str, query: &str) -> R
                 );
             };
             let raw_path = get("path").unwrap_or("/");
-            let normalized = normalize_path(if raw_path.starts_with('/') { raw_path } else { "/" });
+            let normalized = normalize_path(if raw_path.starts_with('/') {
+                raw_path
+            } else {
+                "/"
+            });
             let path = normalized.split('?').next().unwrap_or("/");
             let headers: Vec<(String, String)> = pairs
                 .iter()
@@ -134,9 +151,9 @@ pub fn handle(state: &ProxyState, method: &Method, path: &str, query: &str) -> R
                 .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
                 .collect();
             let snap = state.snapshot();
-            let m = snap
-                .table
-                .resolve(host, path, |n, v| headers.iter().any(|(hn, hv)| hn == n && hv == v));
+            let m = snap.table.resolve(host, path, |n, v| {
+                headers.iter().any(|(hn, hv)| hn == n && hv == v)
+            });
             let value = match m {
                 Some(m) => json!({
                     "matched": true,
@@ -165,7 +182,10 @@ pub fn handle(state: &ProxyState, method: &Method, path: &str, query: &str) -> R
 
 /// Serves the admin API on `listener` until the process exits.
 pub async fn serve(listener: std::net::TcpListener, state: Arc<ProxyState>) {
-    let listener = match listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener)) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+    {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, "Admin listener unusable.");
@@ -183,7 +203,12 @@ pub async fn serve(listener: std::net::TcpListener, state: Arc<ProxyState>) {
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let resp = handle(&state, req.method(), req.uri().path(), req.uri().query().unwrap_or(""));
+                let resp = handle(
+                    &state,
+                    req.method(),
+                    req.uri().path(),
+                    req.uri().query().unwrap_or(""),
+                );
                 async move { Ok::<_, Infallible>(resp) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -202,7 +227,13 @@ mod tests {
     use rouse_core::{HostPattern, Route, RouteLimits, UpstreamProtocol};
 
     fn state() -> Arc<ProxyState> {
-        let s = ProxyState::new(Caps { max_requests: 10, max_bytes: 1000 }, Metrics::new(prometheus::Registry::new()));
+        let s = ProxyState::new(
+            Caps {
+                max_requests: 10,
+                max_bytes: 1000,
+            },
+            Metrics::new(prometheus::Registry::new()),
+        );
         s.set_routes(vec![Route {
             name: "hello".into(),
             target: "hello".into(),
@@ -219,7 +250,12 @@ mod tests {
     #[test]
     fn explain_names_the_route() {
         let s = state();
-        let r = handle(&s, &Method::GET, "/explain", "host=Hello.localhost%3A8080&path=%2Fa%2F..%2Fb");
+        let r = handle(
+            &s,
+            &Method::GET,
+            "/explain",
+            "host=Hello.localhost%3A8080&path=%2Fa%2F..%2Fb",
+        );
         assert_eq!(r.status(), StatusCode::OK);
         let r = handle(&s, &Method::GET, "/explain", "path=/");
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
@@ -228,10 +264,19 @@ mod tests {
     #[test]
     fn readiness_fails_while_draining() {
         let s = state();
-        assert_eq!(handle(&s, &Method::GET, "/readyz", "").status(), StatusCode::OK);
+        assert_eq!(
+            handle(&s, &Method::GET, "/readyz", "").status(),
+            StatusCode::OK
+        );
         s.start_draining();
-        assert_eq!(handle(&s, &Method::GET, "/readyz", "").status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(handle(&s, &Method::GET, "/livez", "").status(), StatusCode::OK);
+        assert_eq!(
+            handle(&s, &Method::GET, "/readyz", "").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            handle(&s, &Method::GET, "/livez", "").status(),
+            StatusCode::OK
+        );
     }
 
     #[test]

@@ -14,12 +14,20 @@ pub fn pick(set: &EndpointSet, cap: Option<u32>, exclude: &[SocketAddr]) -> Opti
     let eligible = |e: &&Arc<Endpoint>| !exclude.contains(&e.addr);
     match eps.len() {
         0 => None,
-        1 => eps.first().filter(eligible).filter(|e| e.try_acquire(cap)).cloned(),
+        1 => eps
+            .first()
+            .filter(eligible)
+            .filter(|e| e.try_acquire(cap))
+            .cloned(),
         n => {
             let i = rand::random_range(0..n);
             let j = (i + 1 + rand::random_range(0..n - 1)) % n;
             let (a, b) = (&eps[i], &eps[j]);
-            let (first, second) = if a.in_flight() <= b.in_flight() { (a, b) } else { (b, a) };
+            let (first, second) = if a.in_flight() <= b.in_flight() {
+                (a, b)
+            } else {
+                (b, a)
+            };
             for e in [first, second] {
                 if eligible(&e) && e.try_acquire(cap) {
                     return Some(e.clone());
@@ -40,7 +48,12 @@ mod tests {
     fn set(n: u16) -> EndpointSet {
         EndpointSet {
             endpoints: (0..n)
-                .map(|i| Endpoint::new(format!("e{i}"), SocketAddr::from(([127, 0, 0, 1], 10_000 + i))))
+                .map(|i| {
+                    Endpoint::new(
+                        format!("e{i}"),
+                        SocketAddr::from(([127, 0, 0, 1], 10_000 + i)),
+                    )
+                })
                 .collect(),
             published: std::time::Instant::now(),
         }
@@ -67,7 +80,12 @@ mod tests {
             let _ = pick(&s, None, &[]);
         }
         for e in &s.endpoints {
-            assert!((900..=1100).contains(&e.in_flight()), "{} has {}", e.id, e.in_flight());
+            assert!(
+                (900..=1100).contains(&e.in_flight()),
+                "{} has {}",
+                e.id,
+                e.in_flight()
+            );
         }
     }
 

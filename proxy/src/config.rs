@@ -52,7 +52,10 @@ impl DrainConfig {
 
 impl Default for DrainConfig {
     fn default() -> Self {
-        DrainConfig { grace_secs: Self::default_grace(), readiness_delay_ms: 0 }
+        DrainConfig {
+            grace_secs: Self::default_grace(),
+            readiness_delay_ms: 0,
+        }
     }
 }
 
@@ -171,32 +174,54 @@ pub fn parse(text: &str, origin: &str) -> Result<LocalConfig, Vec<String>> {
             .map(|l| format!("{l}"))
             .unwrap_or_else(|| "?".into());
         if file.apps[..i].iter().any(|a| a.name == app.name) {
-            errors.push(format!("{origin}:{line}: apps[{i}].name: {:?} is used by an earlier app", app.name));
+            errors.push(format!(
+                "{origin}:{line}: apps[{i}].name: {:?} is used by an earlier app",
+                app.name
+            ));
         }
         match app.build() {
-            Ok((route, policy, process)) => apps.push(LocalApp { route, policy, process, tick: app.tick() }),
-            Err(es) => errors.extend(es.into_iter().map(|e| format!("{origin}:{line}: apps[{i}].{e}"))),
+            Ok((route, policy, process)) => apps.push(LocalApp {
+                route,
+                policy,
+                process,
+                tick: app.tick(),
+            }),
+            Err(es) => errors.extend(
+                es.into_iter()
+                    .map(|e| format!("{origin}:{line}: apps[{i}].{e}")),
+            ),
         }
     }
     let (_, conflicts) = rouse_core::RouteTable::build(apps.iter().map(|a| a.route.clone()));
     for c in conflicts {
-        let line = line_of(text, &format!("name: {}", c.route)).map_or("?".into(), |l| l.to_string());
+        let line =
+            line_of(text, &format!("name: {}", c.route)).map_or("?".into(), |l| l.to_string());
         errors.push(format!("{origin}:{line}: apps: {c}"));
     }
     let p = &file.proxy;
     if p.listen == p.admin_listen {
-        errors.push(format!("{origin}: proxy.admin_listen: must differ from proxy.listen ({})", p.listen));
+        errors.push(format!(
+            "{origin}: proxy.admin_listen: must differ from proxy.listen ({})",
+            p.listen
+        ));
     }
     if p.max_held_requests == 0 {
-        errors.push(format!("{origin}: proxy.max_held_requests: must be at least 1"));
+        errors.push(format!(
+            "{origin}: proxy.max_held_requests: must be at least 1"
+        ));
     }
     if let Some(tls) = &p.tls
         && tls.certificates.is_empty()
     {
-        errors.push(format!("{origin}: proxy.tls.certificates: at least one certificate is required"));
+        errors.push(format!(
+            "{origin}: proxy.tls.certificates: at least one certificate is required"
+        ));
     }
     if errors.is_empty() {
-        Ok(LocalConfig { proxy: file.proxy, apps })
+        Ok(LocalConfig {
+            proxy: file.proxy,
+            apps,
+        })
     } else {
         Err(errors)
     }
@@ -259,14 +284,21 @@ apps:
         let bad = GOOD.replace("{min: 0, max: 3}", "{min: 4, max: 3}") + "    env: {PORT: \"1\"}\n";
         let e = parse(&bad, "f.yaml").expect_err("invalid");
         let all = e.join("\n");
-        assert!(all.contains("f.yaml:5: apps[0].replicas.min (4) must not exceed replicas.max (3)"), "{all}");
+        assert!(
+            all.contains("f.yaml:5: apps[0].replicas.min (4) must not exceed replicas.max (3)"),
+            "{all}"
+        );
         assert!(all.contains("apps[0].env.PORT"), "{all}");
     }
 
     #[test]
     fn conflicting_apps_are_rejected() {
-        let two = format!("{GOOD}  - name: other\n    hosts: [hello.localhost]\n    command: ./x\n");
+        let two =
+            format!("{GOOD}  - name: other\n    hosts: [hello.localhost]\n    command: ./x\n");
         let e = parse(&two, "f.yaml").expect_err("conflict");
-        assert!(e.iter().any(|m| m.contains("route \"other\" claims host")), "{e:?}");
+        assert!(
+            e.iter().any(|m| m.contains("route \"other\" claims host")),
+            "{e:?}"
+        );
     }
 }

@@ -20,7 +20,10 @@ pub struct DrainSignal {
 #[async_trait]
 impl ShutdownSignalWatch for DrainSignal {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::error!("Cannot install signal handlers; shutting down.");
             return ShutdownSignal::FastShutdown;
         };

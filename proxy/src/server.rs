@@ -44,7 +44,11 @@ impl BackgroundService for ControlPlane {
             tokio::spawn(crate::admin::serve(listener, self.state.clone()));
         }
         if let (Some(certs), Some(tls)) = (&self.certs, &self.config.proxy.tls) {
-            tokio::spawn(certs.clone().watch(Duration::from_secs(tls.reload_interval_secs.max(1))));
+            tokio::spawn(
+                certs
+                    .clone()
+                    .watch(Duration::from_secs(tls.reload_interval_secs.max(1))),
+            );
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let platform = tokio::spawn(self.platform.clone().run(stop_rx.clone()));
@@ -64,7 +68,11 @@ impl BackgroundService for ControlPlane {
         // then stop the apps and leave without waiting out the rest of pingora's grace period.
         let grace = self.config.proxy.grace();
         let drained = wait_drained(&self.state, grace).await;
-        tracing::info!(drained, pending = self.state.pending(), "Drain finished; stopping apps.");
+        tracing::info!(
+            drained,
+            pending = self.state.pending(),
+            "Drain finished; stopping apps."
+        );
         stop_tx.send_replace(true);
         let _ = platform.await;
         tracing::info!("Shutdown complete.");
@@ -105,20 +113,34 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("listener {}: {e}", p.listen))?,
     );
 
-    let threads = p.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let threads = p
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let conf = ServerConf {
         threads,
         // Upper bound only: the control plane exits as soon as the drain completes.
         grace_period_seconds: Some(p.drain.grace_secs + 1),
         graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_SECS),
-        pid_file: std::env::temp_dir().join(format!("rouse-{}.pid", std::process::id())).display().to_string(),
-        upgrade_sock: std::env::temp_dir().join(format!("rouse-{}.sock", std::process::id())).display().to_string(),
+        pid_file: std::env::temp_dir()
+            .join(format!("rouse-{}.pid", std::process::id()))
+            .display()
+            .to_string(),
+        upgrade_sock: std::env::temp_dir()
+            .join(format!("rouse-{}.sock", std::process::id()))
+            .display()
+            .to_string(),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, Forwarder { state: state.clone() }, "rouse-proxy");
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Forwarder {
+            state: state.clone(),
+        },
+        "rouse-proxy",
+    );
     if let Some(app) = proxy.app_logic_mut() {
         let mut opts = HttpServerOptions::default();
         opts.h2c = true;

@@ -80,7 +80,10 @@ impl ProxyState {
     /// The target named `name`, created on first use. Platforms publish endpoints into it.
     pub fn target(&self, name: &str) -> Arc<Target> {
         let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-        targets.entry(name.to_string()).or_insert_with(|| Target::new(name)).clone()
+        targets
+            .entry(name.to_string())
+            .or_insert_with(|| Target::new(name))
+            .clone()
     }
 
     pub fn targets(&self) -> Vec<Arc<Target>> {

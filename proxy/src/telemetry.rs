@@ -33,21 +33,29 @@ pub struct Metrics {
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    r.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     c
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    r.register(Box::new(g.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(g.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     g
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()), labels)
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+        labels,
+    )
+    .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(h.clone()))
         .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    r.register(Box::new(h.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     h
 }
 
@@ -56,22 +64,86 @@ impl Metrics {
     /// runtime unless called twice on one registry: a programming error).
     pub fn new(registry: Registry) -> Self {
         let r = &registry;
-        let draining = IntGauge::new("rouse_proxy_draining", "1 while the proxy drains for shutdown.")
+        let draining = IntGauge::new(
+            "rouse_proxy_draining",
+            "1 while the proxy drains for shutdown.",
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        r.register(Box::new(draining.clone()))
             .unwrap_or_else(|e| panic!("metric: {e}"));
-        r.register(Box::new(draining.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
         Metrics {
-            requests: counter(r, "rouse_proxy_requests_total", "Requests answered, by route and status code.", &["route", "code"]),
-            in_flight: gauge(r, "rouse_proxy_requests_in_flight", "Requests forwarded and not finished (open WebSockets included).", &["route"]),
-            held: gauge(r, "rouse_proxy_held_requests", "Requests waiting for a ready endpoint with capacity.", &["route"]),
-            held_bytes: gauge(r, "rouse_proxy_held_bytes", "Bytes (head + declared body) of held requests.", &["route"]),
-            held_admitted: counter(r, "rouse_proxy_held_admitted_total", "Requests that entered the hold queue.", &["route"]),
-            held_released: counter(r, "rouse_proxy_held_released_total", "Requests that left the hold queue, forwarded or rejected.", &["route"]),
-            cold_starts: counter(r, "rouse_proxy_cold_starts_total", "Requests that were forwarded after waiting for an endpoint.", &["route"]),
-            cold_start_wait: histogram(r, "rouse_proxy_cold_start_wait_seconds", "Time held requests waited before forwarding.", &["route"]),
-            upstream_duration: histogram(r, "rouse_proxy_upstream_duration_seconds", "Time from forwarding to the end of the response (queue wait excluded).", &["route"]),
-            ready_to_forward: histogram(r, "rouse_proxy_ready_to_forward_seconds", "For held requests: time from the endpoint becoming ready to the request being released to it.", &["route"]),
-            rejections: counter(r, "rouse_proxy_rejections_total", "Requests answered by the proxy itself, by reason.", &["route", "reason"]),
-            ready_endpoints: gauge(r, "rouse_proxy_ready_endpoints", "Ready endpoints per target.", &["target"]),
+            requests: counter(
+                r,
+                "rouse_proxy_requests_total",
+                "Requests answered, by route and status code.",
+                &["route", "code"],
+            ),
+            in_flight: gauge(
+                r,
+                "rouse_proxy_requests_in_flight",
+                "Requests forwarded and not finished (open WebSockets included).",
+                &["route"],
+            ),
+            held: gauge(
+                r,
+                "rouse_proxy_held_requests",
+                "Requests waiting for a ready endpoint with capacity.",
+                &["route"],
+            ),
+            held_bytes: gauge(
+                r,
+                "rouse_proxy_held_bytes",
+                "Bytes (head + declared body) of held requests.",
+                &["route"],
+            ),
+            held_admitted: counter(
+                r,
+                "rouse_proxy_held_admitted_total",
+                "Requests that entered the hold queue.",
+                &["route"],
+            ),
+            held_released: counter(
+                r,
+                "rouse_proxy_held_released_total",
+                "Requests that left the hold queue, forwarded or rejected.",
+                &["route"],
+            ),
+            cold_starts: counter(
+                r,
+                "rouse_proxy_cold_starts_total",
+                "Requests that were forwarded after waiting for an endpoint.",
+                &["route"],
+            ),
+            cold_start_wait: histogram(
+                r,
+                "rouse_proxy_cold_start_wait_seconds",
+                "Time held requests waited before forwarding.",
+                &["route"],
+            ),
+            upstream_duration: histogram(
+                r,
+                "rouse_proxy_upstream_duration_seconds",
+                "Time from forwarding to the end of the response (queue wait excluded).",
+                &["route"],
+            ),
+            ready_to_forward: histogram(
+                r,
+                "rouse_proxy_ready_to_forward_seconds",
+                "For held requests: time from the endpoint becoming ready to the request being released to it.",
+                &["route"],
+            ),
+            rejections: counter(
+                r,
+                "rouse_proxy_rejections_total",
+                "Requests answered by the proxy itself, by reason.",
+                &["route", "reason"],
+            ),
+            ready_endpoints: gauge(
+                r,
+                "rouse_proxy_ready_endpoints",
+                "Ready endpoints per target.",
+                &["target"],
+            ),
             draining,
             registry,
         }
@@ -80,7 +152,9 @@ impl Metrics {
     /// Text exposition of every metric in the registry.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+        if let Err(e) =
+            prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)
+        {
             tracing::warn!(error = %e, "Metrics encoding failed.");
         }
         out

@@ -47,7 +47,10 @@ fn stamp(c: &CertConfig) -> Vec<Option<SystemTime>> {
 }
 
 fn load(c: &CertConfig) -> Result<Loaded, TlsError> {
-    let err = |p: &PathBuf, reason: String| TlsError::Load { path: p.display().to_string(), reason };
+    let err = |p: &PathBuf, reason: String| TlsError::Load {
+        path: p.display().to_string(),
+        reason,
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert)
         .map_err(|e| err(&c.cert, e.to_string()))?
         .collect::<Result<_, _>>()
@@ -72,7 +75,9 @@ pub struct CertStore {
 
 impl std::fmt::Debug for CertStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertStore").field("configs", &self.configs).finish()
+        f.debug_struct("CertStore")
+            .field("configs", &self.configs)
+            .finish()
     }
 }
 
@@ -128,9 +133,11 @@ impl CertStore {
     fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let loaded = self.loaded.load();
         if let Some(name) = sni.map(str::to_ascii_lowercase) {
-            let exact = loaded
-                .iter()
-                .find(|l| l.names.iter().any(|p| matches!(p, HostPattern::Exact(h) if *h == name)));
+            let exact = loaded.iter().find(|l| {
+                l.names
+                    .iter()
+                    .any(|p| matches!(p, HostPattern::Exact(h) if *h == name))
+            });
             let wildcard = || {
                 loaded
                     .iter()
@@ -138,7 +145,9 @@ impl CertStore {
                         l.names
                             .iter()
                             .filter_map(|p| match p {
-                                HostPattern::Wildcard(s) if name.ends_with(s.as_str()) => Some(s.len()),
+                                HostPattern::Wildcard(s) if name.ends_with(s.as_str()) => {
+                                    Some(s.len())
+                                }
                                 HostPattern::Any => Some(0),
                                 _ => None,
                             })

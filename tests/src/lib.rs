@@ -1,1 +1,398 @@
+//! Harness for Rouse's end-to-end tests: runs the real `rouse` binary with the real `hello-fn`
+//! app on loopback ports, and talks to it with real clients.
+//!
+//! ```ignore
+//! let rouse = Rouse::start(&App::hello("hello").env("STARTUP_DELAY_MS", "200")).await;
+//! let r = rouse.get("hello.localhost", "/").await;
+//! assert_eq!(r.status, 200);
+//! ```
 
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// `target/<profile>/`, where cargo put this test's binary and the ones it runs.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// Path to a workspace binary, built once per test process if missing or stale.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let dir = target_dir();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--workspace", "--bins", "--quiet"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building the workspace binaries failed");
+    });
+    let p = target_dir().join(name);
+    assert!(p.exists(), "{} missing", p.display());
+    p
+}
+
+/// A free loopback port for a listener Rouse will bind.
+///
+/// Taken below the kernel's ephemeral range (32768+), from a per-process sequence, so it cannot
+/// collide with client sockets or with the ports Rouse's replicas get from `bind(0)` while tests
+/// run in parallel.
+pub fn free_addr() -> SocketAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() * 97) % 10_000;
+    for _ in 0..2_000 {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 2_000;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("local addr");
+        }
+    }
+    panic!("no free loopback port in 20000..32000");
+}
+
+/// One app in the local config, built fluently and rendered to YAML.
+#[derive(Clone)]
+pub struct App {
+    lines: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl App {
+    /// `hello-fn` under `name`, answering `<name>.localhost`, scale-to-zero, fast-reacting
+    /// scaling windows, requests logged by the app.
+    pub fn hello(name: &str) -> App {
+        App {
+            lines: vec![
+                format!("name: {name}"),
+                format!("hosts: [{name}.localhost]"),
+                format!("command: {}", bin("hello-fn").display()),
+                "readiness_path: /healthz".into(),
+            ],
+            env: vec![("LOG_REQUESTS".into(), "1".into())],
+        }
+    }
+
+    /// Adds a raw YAML line to the app (e.g. `"replicas: {min: 0, max: 3}"`).
+    pub fn with(mut self, yaml: &str) -> App {
+        self.lines.push(yaml.to_string());
+        self
+    }
+
+    /// Replaces the app's hosts (YAML flow list content, e.g. `"a.test, \"*.b.test\""`).
+    pub fn hosts(mut self, hosts: &str) -> App {
+        for l in &mut self.lines {
+            if l.starts_with("hosts:") {
+                *l = format!("hosts: [{hosts}]");
+            }
+        }
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> App {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    fn render(&self) -> String {
+        let mut s = String::new();
+        for (i, l) in self.lines.iter().enumerate() {
+            s.push_str(if i == 0 { "  - " } else { "    " });
+            s.push_str(l);
+            s.push('\n');
+        }
+        s.push_str("    env:\n");
+        for (k, v) in &self.env {
+            s.push_str(&format!("      {k}: \"{v}\"\n"));
+        }
+        s
+    }
+}
+
+/// A running `rouse local`, killed (with its apps) on drop.
+pub struct Rouse {
+    child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    output: Arc<Mutex<Vec<String>>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn pump(reader: impl std::io::Read + Send + 'static, out: Arc<Mutex<Vec<String>>>, echo: bool) {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(reader)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if echo {
+                eprintln!("{line}");
+            }
+            out.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    });
+}
+
+impl Rouse {
+    pub async fn start(app: &App) -> Rouse {
+        Rouse::start_with(&[app.clone()], "").await
+    }
+
+    /// Starts Rouse with `apps` and extra `proxy:` YAML lines (indented by two spaces).
+    pub async fn start_with(apps: &[App], proxy_extra: &str) -> Rouse {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rouse-e2e-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (proxy, admin) = (free_addr(), free_addr());
+        let mut yaml = format!(
+            "proxy:\n  listen: {proxy}\n  admin_listen: {admin}\n  threads: 2\n{proxy_extra}apps:\n"
+        );
+        for a in apps {
+            yaml.push_str(&a.render());
+        }
+        let config = dir.join("rouse.yaml");
+        std::fs::write(&config, &yaml).expect("write config");
+        let mut child = Command::new(bin("rouse"))
+            .args(["local", "--config"])
+            .arg(&config)
+            .env("ROUSE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rouse");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let echo = std::env::var("ROUSE_E2E_ECHO").is_ok();
+        if let Some(o) = child.stdout.take() {
+            pump(o, output.clone(), echo);
+        }
+        if let Some(e) = child.stderr.take() {
+            pump(e, output.clone(), echo);
+        }
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let rouse = Rouse {
+            child,
+            proxy,
+            admin,
+            dir,
+            output,
+            client,
+        };
+        rouse
+            .wait_for(
+                "admin /readyz and the proxy listener",
+                Duration::from_secs(20),
+                || async {
+                    rouse
+                        .admin_get("/readyz")
+                        .await
+                        .is_some_and(|r| r.status == 200)
+                        && tokio::net::TcpStream::connect(rouse.proxy).await.is_ok()
+                },
+            )
+            .await;
+        rouse
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything Rouse and its apps printed so far.
+    pub fn output(&self) -> Vec<String> {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn count_output(&self, needle: &str) -> usize {
+        self.output().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Polls `check` until it holds or `timeout` passes (then panics with the output).
+    pub async fn wait_for<F, Fut>(&self, what: &str, timeout: Duration, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "timed out waiting for {what}; output:\n{}",
+            self.output().join("\n")
+        );
+    }
+
+    pub async fn request(&self, req: http::Request<Full<Bytes>>) -> Result<Resp, String> {
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Resp {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// GET through the proxy with this `Host`.
+    pub async fn get(&self, host: &str, path: &str) -> Resp {
+        let req = http::Request::get(format!("http://{}{path}", self.proxy))
+            .header("host", host)
+            .body(Full::default())
+            .expect("request");
+        self.request(req)
+            .await
+            .unwrap_or_else(|e| panic!("GET {host}{path}: {e}"))
+    }
+
+    /// Like [`Rouse::get`] but returns transport errors instead of panicking.
+    pub async fn get_raw(&self, host: &str, path: &str) -> Result<Resp, String> {
+        let req = http::Request::get(format!("http://{}{path}", self.proxy))
+            .header("host", host)
+            .body(Full::default())
+            .map_err(|e| e.to_string())?;
+        self.request(req).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Option<Resp> {
+        let req = http::Request::get(format!("http://{}{path}", self.admin))
+            .body(Full::default())
+            .ok()?;
+        self.request(req).await.ok()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.admin_get("/metrics")
+            .await
+            .map(|r| r.text())
+            .unwrap_or_default()
+    }
+
+    /// The value of the first metric line starting with `prefix` (name + labels).
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        self.metrics()
+            .await
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Ready replicas of `app`, from Rouse's own metric.
+    pub async fn ready_replicas(&self, app: &str) -> u64 {
+        self.metric(&format!("rouse_local_ready_replicas{{target=\"{app}\"}}"))
+            .await
+            .unwrap_or(0.0) as u64
+    }
+
+    /// Resident set of the Rouse process: (current, peak) in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Sends a signal to Rouse.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args(["-s", sig, &self.pid().to_string()])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -s {sig}");
+    }
+
+    /// Waits for Rouse to exit, returning its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Rouse {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SIGINT is Rouse's fast shutdown; its apps die with it (kill-on-drop, parent-death
+            // signal). Escalate if it lingers.
+            let _ = Command::new("kill")
+                .args(["-s", "INT", &self.child.id().to_string()])
+                .status();
+            if self.wait_exit(Duration::from_secs(5)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("--- rouse output ---\n{}", self.output().join("\n"));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -26,7 +26,11 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 type Body = BoxBody<Bytes, hyper::Error>;
 
 fn full(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(text.into()).map_err(|never| match never {}).boxed());
+    let mut r = Response::new(
+        Full::new(text.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *r.status_mut() = status;
     r
 }
@@ -68,7 +72,9 @@ async fn handle(req: Request<Incoming>, name: String) -> Result<Response<Body>, 
             while let Some(frame) = body.frame().await {
                 match frame {
                     Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
-                    Err(e) => return Ok(full(StatusCode::BAD_REQUEST, format!("body error: {e}\n"))),
+                    Err(e) => {
+                        return Ok(full(StatusCode::BAD_REQUEST, format!("body error: {e}\n")));
+                    }
                 }
             }
             full(StatusCode::OK, format!("{n}\n"))
@@ -102,7 +108,8 @@ fn websocket(mut req: Request<Incoming>) -> Response<Body> {
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_close() {
                 break;
@@ -133,7 +140,10 @@ async fn main() {
     };
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
     let name = std::env::var("ROUSE_REPLICA").unwrap_or_else(|_| "hello-fn".into());
-    let delay = std::env::var("STARTUP_DELAY_MS").ok().and_then(|d| d.parse().ok()).unwrap_or(0);
+    let delay = std::env::var("STARTUP_DELAY_MS")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(delay)).await;
     let addr: SocketAddr = match format!("{host}:{port}").parse() {
         Ok(a) => a,
@@ -149,7 +159,10 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("hello-fn started name={name} pid={} addr={addr} startup_delay_ms={delay}", std::process::id());
+    println!(
+        "hello-fn started name={name} pid={} addr={addr} startup_delay_ms={delay}",
+        std::process::id()
+    );
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {

@@ -25,7 +25,10 @@ pub struct Inbound<'a> {
 }
 
 /// Rewrites `req` in place for forwarding.
-pub fn prepare_upstream(req: &mut RequestHeader, inbound: &Inbound<'_>) -> pingora_core::Result<()> {
+pub fn prepare_upstream(
+    req: &mut RequestHeader,
+    inbound: &Inbound<'_>,
+) -> pingora_core::Result<()> {
     // Headers named in `Connection` are hop-by-hop too.
     let listed: Vec<HeaderName> = req
         .headers
@@ -55,7 +58,11 @@ pub fn prepare_upstream(req: &mut RequestHeader, inbound: &Inbound<'_>) -> pingo
     }
 
     if let Some(ip) = inbound.client {
-        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
             _ => ip.to_string(),
         };
@@ -114,7 +121,13 @@ mod tests {
             ("x-kept", "1"),
         ]);
         prepare_upstream(&mut r, &inbound(false)).expect("prepare");
-        for gone in ["connection", "keep-alive", "x-secret", "proxy-authorization", "te"] {
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "proxy-authorization",
+            "te",
+        ] {
             assert!(!r.headers.contains_key(gone), "{gone}");
         }
         assert!(r.headers.contains_key("x-kept"));
@@ -122,21 +135,43 @@ mod tests {
 
     #[test]
     fn upgrade_and_grpc_trailers_survive() {
-        let mut r = req(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("te", "trailers")]);
+        let mut r = req(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+        ]);
         prepare_upstream(&mut r, &inbound(true)).expect("prepare");
-        assert_eq!(r.headers.get("upgrade").map(|v| v.as_bytes()), Some(&b"websocket"[..]));
-        assert_eq!(r.headers.get("connection").map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
-        assert_eq!(r.headers.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+        assert_eq!(
+            r.headers.get("upgrade").map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            r.headers.get("connection").map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
+        assert_eq!(
+            r.headers.get("te").map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
     }
 
     #[test]
     fn forwarding_headers_append() {
         let mut r = req(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]);
         prepare_upstream(&mut r, &inbound(false)).expect("prepare");
-        let get = |n: &str| r.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let get = |n: &str| {
+            r.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
         assert_eq!(get("x-forwarded-for"), "1.2.3.4, 10.0.0.1");
         assert_eq!(get("x-forwarded-proto"), "http");
         assert_eq!(get("x-forwarded-host"), "app.test");
-        assert_eq!(get("forwarded"), "for=1.2.3.4, for=10.0.0.1;proto=http;host=\"app.test\"");
+        assert_eq!(
+            get("forwarded"),
+            "for=1.2.3.4, for=10.0.0.1;proto=http;host=\"app.test\""
+        );
     }
 }

@@ -153,18 +153,24 @@ impl ProxyHttp for Forwarder {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let route = ctx
-            .route
-            .clone()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream_peer without a route"))?;
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx.route.clone().ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "upstream_peer without a route")
+        })?;
         // A retry gives back the slot of the endpoint that refused before taking another.
         ctx.lease = None;
         let acquired = match acquire(&self.state, &route, ctx.bytes, &ctx.refused).await {
             Ok(a) => a,
             Err(reason) => {
                 ctx.reason = Some(reason);
-                return Err(Error::explain(ErrorType::HTTPStatus(reason.status()), reason.as_str()));
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(reason.status()),
+                    reason.as_str(),
+                ));
             }
         };
         if let Some(waited) = acquired.waited {
@@ -251,7 +257,12 @@ impl ProxyHttp for Forwarder {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let reason = match (ctx.reason, e.esource()) {
             (Some(r), _) => r,
             (None, ErrorSource::Downstream) => {
@@ -263,21 +274,30 @@ impl ProxyHttp for Forwarder {
                 if code > 0 && session.response_written().is_none() {
                     let _ = session.respond_error(code).await;
                 }
-                return FailToProxy { error_code: code, can_reuse_downstream: false };
+                return FailToProxy {
+                    error_code: code,
+                    can_reuse_downstream: false,
+                };
             }
             (None, _) => match e.etype() {
-                ErrorType::ConnectRefused | ErrorType::ConnectTimedout | ErrorType::ConnectError => {
-                    Reason::UpstreamUnreachable
-                }
+                ErrorType::ConnectRefused
+                | ErrorType::ConnectTimedout
+                | ErrorType::ConnectError => Reason::UpstreamUnreachable,
                 _ => Reason::UpstreamError,
             },
         };
         ctx.reason = Some(reason);
         if session.response_written().is_some() {
             // Headers already went out: the only honest signal left is closing the stream.
-            return FailToProxy { error_code: reason.status(), can_reuse_downstream: false };
+            return FailToProxy {
+                error_code: reason.status(),
+                can_reuse_downstream: false,
+            };
         }
-        let retry_after = ctx.route.as_ref().map_or(1, |r| r.route.limits.retry_after_secs);
+        let retry_after = ctx
+            .route
+            .as_ref()
+            .map_or(1, |r| r.route.limits.retry_after_secs);
         let route = ctx.route.as_ref().map(|r| r.route.name.clone());
         if let Err(err) = write_error(session, route.as_deref(), reason, None, retry_after).await {
             tracing::debug!(error = %err, "Error response not delivered.");
@@ -296,7 +316,9 @@ impl ProxyHttp for Forwarder {
             .map_or("000", |r| r.status.as_str());
         m.requests.with_label_values(&[route, code]).inc();
         if let Some(reason) = ctx.reason {
-            m.rejections.with_label_values(&[route, reason.as_str()]).inc();
+            m.rejections
+                .with_label_values(&[route, reason.as_str()])
+                .inc();
         }
         if let Some(at) = ctx.forwarded_at {
             m.upstream_duration

@@ -50,7 +50,10 @@ impl Reason {
     pub fn status(self) -> u16 {
         match self {
             Reason::NoRoute => 404,
-            Reason::RouteQueueFull | Reason::RouteBytesFull | Reason::GlobalQueueFull | Reason::GlobalBytesFull => 503,
+            Reason::RouteQueueFull
+            | Reason::RouteBytesFull
+            | Reason::GlobalQueueFull
+            | Reason::GlobalBytesFull => 503,
             Reason::NoEndpoint => 503,
             Reason::ColdStartTimeout => 504,
             Reason::UpstreamUnreachable | Reason::UpstreamError => 502,
@@ -66,7 +69,9 @@ impl Reason {
     fn message(self) -> &'static str {
         match self {
             Reason::NoRoute => "no route matches this host, path and headers",
-            Reason::RouteQueueFull => "too many requests are already waiting for this route to start",
+            Reason::RouteQueueFull => {
+                "too many requests are already waiting for this route to start"
+            }
             Reason::RouteBytesFull => "too many bytes are already waiting for this route to start",
             Reason::GlobalQueueFull => "the proxy holds as many waiting requests as it allows",
             Reason::GlobalBytesFull => "the proxy holds as many waiting bytes as it allows",
@@ -91,7 +96,12 @@ struct ErrorBody<'a> {
 }
 
 /// Renders the JSON error body (exposed for tests and the admin explain endpoint).
-pub fn error_body(route: Option<&str>, reason: Reason, host: Option<&str>, retry_after: Option<u32>) -> Bytes {
+pub fn error_body(
+    route: Option<&str>,
+    reason: Reason,
+    host: Option<&str>,
+    retry_after: Option<u32>,
+) -> Bytes {
     let body = ErrorBody {
         route,
         reason: reason.as_str(),
@@ -111,7 +121,12 @@ pub async fn write_error(
     retry_after_secs: u32,
 ) -> pingora_core::Result<()> {
     let retry_after = reason.retry_after().then_some(retry_after_secs);
-    let body = error_body(route, reason, host.filter(|_| reason == Reason::NoRoute), retry_after);
+    let body = error_body(
+        route,
+        reason,
+        host.filter(|_| reason == Reason::NoRoute),
+        retry_after,
+    );
     let mut resp = ResponseHeader::build(reason.status(), Some(5))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;

@@ -65,7 +65,10 @@ impl<'a> Held<'a> {
     fn enter(route: &'a RouteState, bytes: u64) -> Self {
         route.target.demand.held_inc();
         route.metrics.held.inc();
-        route.metrics.held_bytes.add(i64::try_from(bytes).unwrap_or(i64::MAX));
+        route
+            .metrics
+            .held_bytes
+            .add(i64::try_from(bytes).unwrap_or(i64::MAX));
         route.metrics.held_admitted.inc();
         Held { route, bytes }
     }
@@ -75,7 +78,10 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.route.target.demand.held_dec();
         self.route.metrics.held.dec();
-        self.route.metrics.held_bytes.sub(i64::try_from(self.bytes).unwrap_or(i64::MAX));
+        self.route
+            .metrics
+            .held_bytes
+            .sub(i64::try_from(self.bytes).unwrap_or(i64::MAX));
         self.route.metrics.held_released.inc();
     }
 }

@@ -1,0 +1,181 @@
+//! Cold start on the local platform: a held request wakes the app and is answered.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rouse_e2e::{App, Rouse};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_request_wakes_the_app_which_starts_exactly_once() {
+    let rouse = Rouse::start(&App::hello("hello").env("STARTUP_DELAY_MS", "200")).await;
+    assert_eq!(
+        rouse.ready_replicas("hello").await,
+        0,
+        "scale-to-zero app starts at zero"
+    );
+
+    let r = rouse.get("hello.localhost", "/").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "hello from hello-1\n");
+    assert_eq!(r.header("x-rouse-cold-start"), Some("true"));
+    let held_ms: u64 = r
+        .header("x-rouse-held-ms")
+        .and_then(|v| v.parse().ok())
+        .expect("held ms header");
+    assert!(
+        held_ms >= 200,
+        "held {held_ms} ms, app takes 200 ms to start"
+    );
+
+    let warm = rouse.get("hello.localhost", "/").await;
+    assert_eq!(warm.status, 200);
+    assert_eq!(warm.header("x-rouse-cold-start"), Some("false"));
+    assert_eq!(
+        rouse.count_output("hello-fn started"),
+        1,
+        "the backend's own log shows one start"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_cold_requests_are_each_served_once_by_one_start() {
+    let app = App::hello("burst")
+        .env("STARTUP_DELAY_MS", "300")
+        .with("replicas: {min: 0, max: 1}");
+    let rouse = Rouse::start(&app).await;
+    let requests = (0..500).map(|i| {
+        let rouse = &rouse;
+        async move { rouse.get("burst.localhost", &format!("/?id={i}")).await }
+    });
+    let responses = futures::future::join_all(requests).await;
+    let ok = responses.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        ok,
+        500,
+        "statuses: {:?}",
+        responses.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(rouse.count_output("hello-fn started"), 1);
+
+    // Each id reached the backend exactly once (the app logs every request).
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for line in rouse.output() {
+        if let Some(rest) = line.split("request GET /?id=").nth(1) {
+            let id = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 500, "distinct ids at the backend");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "duplicates: {:?}",
+        seen.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_held_then_in_flight_during_a_cold_start() {
+    let rouse = Rouse::start(&App::hello("slow").env("STARTUP_DELAY_MS", "1500")).await;
+    let held = tokio::spawn({
+        let proxy = rouse.proxy;
+        async move {
+            let out = tokio::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-H",
+                    "Host: slow.localhost",
+                ])
+                .arg(format!("http://{proxy}/sleep?ms=1000"))
+                .output()
+                .await
+                .expect("curl");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    });
+    rouse
+        .wait_for(
+            "held gauge = 1 while the app starts",
+            Duration::from_secs(5),
+            || async {
+                rouse
+                    .metric("rouse_proxy_held_requests{route=\"slow\"}")
+                    .await
+                    == Some(1.0)
+            },
+        )
+        .await;
+    let m = rouse.metrics().await;
+    assert!(
+        m.contains("rouse_proxy_requests_in_flight{route=\"slow\"} 0"),
+        "{m}"
+    );
+    rouse
+        .wait_for(
+            "in-flight gauge = 1 once forwarded",
+            Duration::from_secs(5),
+            || async {
+                rouse
+                    .metric("rouse_proxy_requests_in_flight{route=\"slow\"}")
+                    .await
+                    == Some(1.0)
+                    && rouse
+                        .metric("rouse_proxy_held_requests{route=\"slow\"}")
+                        .await
+                        == Some(0.0)
+            },
+        )
+        .await;
+    assert_eq!(held.await.expect("curl task"), "200");
+    let m = rouse.metrics().await;
+    assert!(
+        m.contains("rouse_proxy_cold_starts_total{route=\"slow\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("rouse_proxy_requests_in_flight{route=\"slow\"} 0"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_replica_is_restarted_and_requests_held_meanwhile_are_served() {
+    let rouse = Rouse::start(&App::hello("crashy").env("STARTUP_DELAY_MS", "400")).await;
+    assert_eq!(rouse.get("crashy.localhost", "/").await.status, 200);
+
+    // The crash request itself gets no answer from the app: the connection drops mid-request,
+    // and a POST is not retried (it may have had effects), so the proxy answers 502 JSON.
+    let post = http::Request::post(format!("http://{}/crash", rouse.proxy))
+        .header("host", "crashy.localhost")
+        .body(Default::default())
+        .expect("request");
+    let crash = rouse.request(post).await.expect("proxy answers");
+    assert_eq!(crash.status, 502, "{}", crash.text());
+    assert_eq!(crash.json()["reason"], "upstream_error");
+
+    // Requests sent while the replica restarts are held and then served by the new process.
+    let during =
+        futures::future::join_all((0..20).map(|_| rouse.get("crashy.localhost", "/"))).await;
+    assert!(
+        during.iter().all(|r| r.status == 200),
+        "{:?}",
+        during
+            .iter()
+            .map(|r| (r.status, r.text()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(rouse.count_output("hello-fn started"), 2, "restarted once");
+    assert!(
+        rouse
+            .metric("rouse_local_replica_crashes_total{target=\"crashy\"}")
+            .await
+            >= Some(1.0)
+    );
+}
