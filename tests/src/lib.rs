@@ -178,11 +178,17 @@ fn pump(reader: impl std::io::Read + Send + 'static, out: Arc<Mutex<Vec<String>>
 
 impl Rouse {
     pub async fn start(app: &App) -> Rouse {
-        Rouse::start_with(&[app.clone()], "").await
+        Rouse::start_with(std::slice::from_ref(app), "").await
     }
 
     /// Starts Rouse with `apps` and extra `proxy:` YAML lines (indented by two spaces).
     pub async fn start_with(apps: &[App], proxy_extra: &str) -> Rouse {
+        let log = std::env::var("ROUSE_E2E_LOG").unwrap_or_else(|_| "info".into());
+        Rouse::start_with_log(apps, proxy_extra, &log).await
+    }
+
+    /// [`Rouse::start_with`] with an explicit log filter.
+    pub async fn start_with_log(apps: &[App], proxy_extra: &str, log: &str) -> Rouse {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "rouse-e2e-{}-{}",
@@ -202,7 +208,7 @@ impl Rouse {
         let mut child = Command::new(bin("rouse"))
             .args(["local", "--config"])
             .arg(&config)
-            .env("ROUSE_LOG", "info")
+            .env("ROUSE_LOG", log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -176,7 +176,7 @@ async fn two_hundred_megabytes_stream_both_ways_with_bounded_proxy_memory() {
 
     // Upload: curl streams stdin as a chunked PUT; the app counts what arrives.
     let url = format!("http://{}/count", rouse.proxy);
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .arg("-c")
         .arg(format!(
             "head -c {SIZE} /dev/zero | curl -s -T - -H 'Host: bulk.localhost' {url}"

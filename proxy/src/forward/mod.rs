@@ -183,6 +183,12 @@ impl ProxyHttp for Forwarder {
             *ctx.waited.get_or_insert(Duration::ZERO) += waited;
         }
         if let Some(d) = acquired.since_ready {
+            tracing::debug!(
+                route = %route.route.name,
+                waited_us = acquired.waited.map_or(0, |w| w.as_micros() as u64),
+                since_ready_us = d.as_micros() as u64,
+                "Held request released."
+            );
             self.state
                 .metrics
                 .ready_to_forward
@@ -299,6 +305,9 @@ impl ProxyHttp for Forwarder {
             .as_ref()
             .map_or(1, |r| r.route.limits.retry_after_secs);
         let route = ctx.route.as_ref().map(|r| r.route.name.clone());
+        // This connection is not reused (see below): say so, so clients do not send the next
+        // request on a socket about to close.
+        session.set_keepalive(None);
         if let Err(err) = write_error(session, route.as_deref(), reason, None, retry_after).await {
             tracing::debug!(error = %err, "Error response not delivered.");
         }
