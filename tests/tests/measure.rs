@@ -21,7 +21,9 @@ async fn ready_to_forward_over_100_wakes() {
     let rouse = Rouse::start_with_log(&[app], "", "info,rouse_proxy=debug").await;
     for i in 0..100 {
         rouse
-            .wait_for("zero", Duration::from_secs(10), || async { rouse.ready_replicas("wake").await == 0 })
+            .wait_for("zero", Duration::from_secs(10), || async {
+                rouse.ready_replicas("wake").await == 0
+            })
             .await;
         let r = rouse.get("wake.localhost", &format!("/?wake={i}")).await;
         assert_eq!(r.status, 200);
@@ -42,7 +44,19 @@ async fn ready_to_forward_over_100_wakes() {
         percentile(&since_ready, 0.99),
         since_ready.last().copied().unwrap_or(0)
     );
-    println!("{}", rouse.metrics().await.lines().filter(|l| l.starts_with("rouse_controller_wake_to_scale_seconds_sum") || l.starts_with("rouse_controller_wake_to_scale_seconds_count")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "{}",
+        rouse
+            .metrics()
+            .await
+            .lines()
+            .filter(
+                |l| l.starts_with("rouse_controller_wake_to_scale_seconds_sum")
+                    || l.starts_with("rouse_controller_wake_to_scale_seconds_count")
+            )
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,10 +73,17 @@ async fn rss_with_ten_thousand_held_requests() {
     let clients: Vec<_> = (0..N)
         .map(|i| {
             tokio::spawn(async move {
-                let mut s = tokio::net::TcpStream::connect(proxy).await.expect("connect");
-                s.write_all(format!("GET /?i={i} HTTP/1.1\r\nHost: held.localhost\r\nConnection: close\r\n\r\n").as_bytes())
+                let mut s = tokio::net::TcpStream::connect(proxy)
                     .await
-                    .expect("write");
+                    .expect("connect");
+                s.write_all(
+                    format!(
+                        "GET /?i={i} HTTP/1.1\r\nHost: held.localhost\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                )
+                .await
+                .expect("write");
                 let mut out = Vec::new();
                 let _ = s.read_to_end(&mut out).await;
                 out.starts_with(b"HTTP/1.1 200")
@@ -71,7 +92,10 @@ async fn rss_with_ten_thousand_held_requests() {
         .collect();
     rouse
         .wait_for("10 000 held", Duration::from_secs(60), || async {
-            rouse.metric("rouse_proxy_held_requests{route=\"held\"}").await == Some(N as f64)
+            rouse
+                .metric("rouse_proxy_held_requests{route=\"held\"}")
+                .await
+                == Some(N as f64)
         })
         .await;
     let (held_rss, _) = rouse.rss_kib();
@@ -85,6 +109,9 @@ async fn rss_with_ten_thousand_held_requests() {
             ok += 1;
         }
     }
-    println!("released: {ok}/{N} answered 200, starts: {}", rouse.count_output("hello-fn started"));
+    println!(
+        "released: {ok}/{N} answered 200, starts: {}",
+        rouse.count_output("hello-fn started")
+    );
     assert_eq!(ok, N);
 }

@@ -110,29 +110,49 @@ pub async fn acquire(
         });
     }
 
-    let _permit = state.budget.try_admit(&route.held, route.caps(), bytes)?;
+    let _permit = match state.budget.try_admit(&route.held, route.caps(), bytes) {
+        Ok(p) => p,
+        // The queue is full, but a slot may be free right now (held requests are about to take
+        // theirs): serving beats rejecting.
+        Err(reason) => {
+            return balance::pick(&target.endpoints(), cap, exclude)
+                .map(|ep| Acquired {
+                    lease: Lease::new(route, ep),
+                    waited: None,
+                    since_ready: None,
+                })
+                .ok_or(reason);
+        }
+    };
     let _held = Held::enter(route, bytes);
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + route.route.limits.hold_timeout);
     target.demand.wake();
 
     let mut endpoints = target.watch_endpoints();
+    let mut waited = false;
+    // Whether the last wake-up was a new endpoint set (vs. a freed slot): only then does
+    // "ready → forwarded" mean something.
+    let mut by_endpoints = false;
     loop {
         let set = endpoints.borrow_and_update().clone();
         if let Some(ep) = balance::pick(&set, cap, exclude) {
+            // Queued behind others but never actually waiting is not a cold start.
             return Ok(Acquired {
                 lease: Lease::new(route, ep),
-                waited: Some(started.elapsed()),
-                since_ready: Some(set.published.elapsed()),
+                waited: waited.then(|| started.elapsed()),
+                since_ready: by_endpoints.then(|| set.published.elapsed()),
             });
         }
+        waited = true;
         tokio::select! {
             changed = endpoints.changed() => {
                 if changed.is_err() {
                     return Err(Reason::NoEndpoint);
                 }
+                by_endpoints = true;
             }
-            () = target.capacity_freed() => {}
+            () = target.capacity_freed() => by_endpoints = false,
             () = tokio::time::sleep_until(deadline) => return Err(Reason::ColdStartTimeout),
         }
     }
