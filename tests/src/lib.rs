@@ -1,7 +1,7 @@
 //! Harness for Rouse's end-to-end tests: runs the real `rouse` binary with the real `hello-fn`
 //! app on loopback ports, and talks to it with real clients.
 //!
-//! ```ignore
+//! ```text
 //! let rouse = Rouse::start(&App::hello("hello").env("STARTUP_DELAY_MS", "200")).await;
 //! let r = rouse.get("hello.localhost", "/").await;
 //! assert_eq!(r.status, 200);

@@ -133,3 +133,48 @@ async fn sustained_concurrency_scales_out_and_back_in() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_endpoint_cap_releases_held_requests_as_capacity_frees() {
+    // One replica, at most 2 requests in flight on it: a cold burst of 10 must not flood it.
+    let app = App::hello("capped")
+        .env("STARTUP_DELAY_MS", "200")
+        .with("replicas: {min: 0, max: 1}")
+        .with("endpoint_concurrency: 2");
+    let rouse = Rouse::start(&app).await;
+    let burst =
+        futures::future::join_all((0..10).map(|_| rouse.get("capped.localhost", "/sleep?ms=150")))
+            .await;
+    assert!(
+        burst.iter().all(|r| r.status == 200),
+        "{:?}",
+        burst.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let stats = rouse.get("capped.localhost", "/stats").await.text();
+    assert_eq!(
+        stats.trim(),
+        "max_in_flight=2",
+        "the replica saw more than its cap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_ignores_sigterm_is_killed_after_its_grace() {
+    let app = quick("stubborn")
+        .env("IGNORE_SIGTERM", "1")
+        .with("stop_grace_secs: 0.5");
+    let rouse = Rouse::start(&app).await;
+    assert_eq!(rouse.get("stubborn.localhost", "/").await.status, 200);
+    rouse
+        .wait_for(
+            "SIGKILL after the grace",
+            Duration::from_secs(10),
+            || async { rouse.count_output("Replica ignored SIGTERM; killing.") == 1 },
+        )
+        .await;
+    assert_eq!(
+        rouse.count_output("hello-fn ignoring SIGTERM name=stubborn-1"),
+        1
+    );
+    assert_eq!(rouse.ready_replicas("stubborn").await, 0);
+}

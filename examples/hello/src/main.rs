@@ -6,10 +6,14 @@
 //!
 //! Paths: `/` greeting · `/healthz` · `/sleep?ms=N` · `/echo` (streams the body back) ·
 //! `/bytes?n=N` (streams N bytes) · `/count` (reads the body, answers its length) · `/ws`
-//! (WebSocket echo) · `/crash` (exits with status 3) · `/headers` (request headers as text).
+//! (WebSocket echo) · `/crash` (exits with status 3) · `/headers` (request headers as text) ·
+//! `/stats` (most requests this replica ever had in flight at once).
+//!
+//! `IGNORE_SIGTERM=1` makes it ignore SIGTERM (to exercise the supervisor's SIGKILL).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,6 +28,26 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Requests in flight now, and the most ever at once (for concurrency-cap tests).
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static MAX_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+        MAX_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 fn full(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(
@@ -46,8 +70,14 @@ async fn handle(req: Request<Incoming>, name: String) -> Result<Response<Body>, 
     if std::env::var("LOG_REQUESTS").is_ok_and(|v| v == "1") {
         println!("request {} {} {:?}", req.method(), req.uri(), req.version());
     }
-    let resp = match req.uri().path() {
+    let path = req.uri().path().to_string();
+    let _in_flight = (path != "/healthz" && path != "/stats").then(InFlight::enter);
+    let resp = match path.as_str() {
         "/healthz" => full(StatusCode::OK, "ok\n"),
+        "/stats" => full(
+            StatusCode::OK,
+            format!("max_in_flight={}\n", MAX_IN_FLIGHT.load(Ordering::SeqCst)),
+        ),
         "/" => full(StatusCode::OK, format!("hello from {name}\n")),
         "/headers" => {
             let mut s = String::new();
@@ -183,6 +213,10 @@ async fn main() {
                 });
             }
             _ = term.recv() => {
+                if std::env::var("IGNORE_SIGTERM").is_ok_and(|v| v == "1") {
+                    println!("hello-fn ignoring SIGTERM name={name}");
+                    continue;
+                }
                 println!("hello-fn stopping name={name} (SIGTERM)");
                 return;
             }
