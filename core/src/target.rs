@@ -234,6 +234,15 @@ impl Target {
         }
     }
 
+    /// Wakes one more request held for capacity, if any (see [`Target::release`]): a request that
+    /// got a slot calls this so that a second free slot is not left idle behind a coalesced
+    /// wake-up.
+    pub fn pass_capacity_on(&self) {
+        if self.demand.held() > 0 {
+            self.capacity.notify_one();
+        }
+    }
+
     /// Resolves when a slot may have freed (see [`Target::release`]).
     pub async fn capacity_freed(&self) {
         self.capacity.notified().await

@@ -142,10 +142,20 @@ pub struct LocalConfig {
     pub apps: Vec<LocalApp>,
 }
 
-/// The 1-based line of the first line in `text` that contains `needle`, for pointing at
-/// cross-field errors that serde could not place.
-fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+/// The 1-based line of the `nth` (0-based) `name: <name>` entry in `text` (bare or quoted), for
+/// pointing at cross-field errors that serde could not place.
+fn line_of_app(text: &str, name: &str, nth: usize) -> Option<usize> {
+    let forms = [name.to_string(), format!("\"{name}\""), format!("'{name}'")];
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.trim_start().trim_start_matches("- ").trim();
+            l.strip_prefix("name:")
+                .map(str::trim)
+                .is_some_and(|v| forms.iter().any(|f| f == v))
+        })
+        .nth(nth)
+        .map(|(i, _)| i + 1)
 }
 
 /// Parses and validates `text`; `origin` names the file in messages.
@@ -170,10 +180,10 @@ pub fn parse(text: &str, origin: &str) -> Result<LocalConfig, Vec<String>> {
     }
     let mut apps = Vec::new();
     for (i, app) in file.apps.iter().enumerate() {
-        let line = line_of(text, &format!("name: {}", app.name))
-            .map(|l| format!("{l}"))
-            .unwrap_or_else(|| "?".into());
-        if file.apps[..i].iter().any(|a| a.name == app.name) {
+        let earlier = file.apps[..i].iter().filter(|a| a.name == app.name).count();
+        let line =
+            line_of_app(text, &app.name, earlier).map_or_else(|| "?".into(), |l| l.to_string());
+        if earlier > 0 {
             errors.push(format!(
                 "{origin}:{line}: apps[{i}].name: {:?} is used by an earlier app",
                 app.name
@@ -194,8 +204,7 @@ pub fn parse(text: &str, origin: &str) -> Result<LocalConfig, Vec<String>> {
     }
     let (_, conflicts) = rouse_core::RouteTable::build(apps.iter().map(|a| a.route.clone()));
     for c in conflicts {
-        let line =
-            line_of(text, &format!("name: {}", c.route)).map_or("?".into(), |l| l.to_string());
+        let line = line_of_app(text, &c.route, 0).map_or("?".into(), |l| l.to_string());
         errors.push(format!("{origin}:{line}: apps: {c}"));
     }
     let p = &file.proxy;
@@ -203,6 +212,19 @@ pub fn parse(text: &str, origin: &str) -> Result<LocalConfig, Vec<String>> {
         errors.push(format!(
             "{origin}: proxy.admin_listen: must differ from proxy.listen ({})",
             p.listen
+        ));
+    }
+    if p.threads == Some(0) {
+        errors.push(format!(
+            "{origin}: proxy.threads: must be at least 1 (omit it for one per CPU)"
+        ));
+    }
+    if let Some(tls) = &p.tls
+        && (tls.listen == p.listen || tls.listen == p.admin_listen)
+    {
+        errors.push(format!(
+            "{origin}: proxy.tls.listen: {} is already used by another listener",
+            tls.listen
         ));
     }
     if p.max_held_requests == 0 {
@@ -289,6 +311,26 @@ apps:
             "{all}"
         );
         assert!(all.contains("apps[0].env.PORT"), "{all}");
+    }
+
+    #[test]
+    fn app_lines_match_whole_names_only() {
+        let text = "apps:\n  - name: hello2\n  - name: \"hello\"\n  - name: hello\n";
+        assert_eq!(line_of_app(text, "hello", 0), Some(3));
+        assert_eq!(line_of_app(text, "hello", 1), Some(4));
+        assert_eq!(line_of_app(text, "hello2", 0), Some(2));
+        assert_eq!(line_of_app(text, "hell", 0), None);
+    }
+
+    #[test]
+    fn zero_threads_and_clashing_listeners_are_rejected() {
+        let bad = GOOD.replace(
+            "listen: 127.0.0.1:8080",
+            "listen: 127.0.0.1:8080\n  threads: 0\n  tls: {listen: 127.0.0.1:8080, certificates: []}",
+        );
+        let e = parse(&bad, "f.yaml").expect_err("invalid").join("\n");
+        assert!(e.contains("proxy.threads"), "{e}");
+        assert!(e.contains("proxy.tls.listen"), "{e}");
     }
 
     #[test]

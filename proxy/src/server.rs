@@ -113,13 +113,22 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("listener {}: {e}", p.listen))?,
     );
 
+    let max_stop_grace = config
+        .apps
+        .iter()
+        .map(|a| a.process.stop_grace)
+        .max()
+        .unwrap_or_default()
+        .max(Duration::from_secs(1));
     let threads = p
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let conf = ServerConf {
         threads,
-        // Upper bound only: the control plane exits as soon as the drain completes.
-        grace_period_seconds: Some(p.drain.grace_secs + 1),
+        // Upper bound only: the control plane exits as soon as the drain completes and the apps
+        // stopped. It must outlast both, or pingora drops the control plane mid-stop: the drain,
+        // then per replica up to `stop_grace` for its requests plus `stop_grace` after SIGTERM.
+        grace_period_seconds: Some(p.drain.grace_secs + 2 * max_stop_grace.as_secs() + 2),
         graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_SECS),
         pid_file: std::env::temp_dir()
             .join(format!("rouse-{}.pid", std::process::id()))

@@ -3,7 +3,7 @@
 //! hold budget, the metrics and the drain flag.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -56,9 +56,26 @@ pub struct ProxyState {
     pub budget: Budget,
     pub metrics: Metrics,
     draining: AtomicBool,
+    /// Requests between their first byte and their end, whatever phase they are in.
+    active: Arc<AtomicU64>,
+}
+
+/// Counts one request as active while it lives (see [`ProxyState::active_request`]).
+pub struct ActiveRequest(Arc<AtomicU64>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl ProxyState {
+    /// Marks a request active until the returned guard drops; a drain waits for all of them.
+    pub fn active_request(&self) -> ActiveRequest {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ActiveRequest(self.active.clone())
+    }
+
     pub fn new(global: Caps, metrics: Metrics) -> Arc<Self> {
         Arc::new(ProxyState {
             snapshot: ArcSwap::from_pointee(Snapshot {
@@ -70,6 +87,7 @@ impl ProxyState {
             budget: Budget::new(global),
             metrics,
             draining: AtomicBool::new(false),
+            active: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -122,12 +140,10 @@ impl ProxyState {
         conflicts
     }
 
-    /// Held plus in-flight requests over every target: what a drain waits for.
+    /// Requests in progress in any phase (routing, held, forwarded, being answered by the proxy
+    /// itself): what a drain waits for. Held and in-flight counts per target are a subset.
     pub fn pending(&self) -> u64 {
-        self.targets()
-            .iter()
-            .map(|t| t.demand.held() + t.demand.in_flight())
-            .sum()
+        self.active.load(Ordering::Acquire)
     }
 
     pub fn is_draining(&self) -> bool {

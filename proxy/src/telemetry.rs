@@ -28,7 +28,6 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub ready_to_forward: HistogramVec,
     pub rejections: IntCounterVec,
-    pub ready_endpoints: IntGaugeVec,
     pub draining: IntGauge,
 }
 
@@ -137,12 +136,6 @@ impl Metrics {
                 "rouse_proxy_rejections_total",
                 "Requests answered by the proxy itself, by reason.",
                 &["route", "reason"],
-            ),
-            ready_endpoints: gauge(
-                r,
-                "rouse_proxy_ready_endpoints",
-                "Ready endpoints per target.",
-                &["target"],
             ),
             draining,
             registry,

@@ -171,6 +171,12 @@ async fn crashed_replica_is_restarted_and_requests_held_meanwhile_are_served() {
             .map(|r| (r.status, r.text()))
             .collect::<Vec<_>>()
     );
+    assert!(
+        during
+            .iter()
+            .any(|r| r.header("x-rouse-cold-start") == Some("true")),
+        "no request was held while the replica restarted"
+    );
     assert_eq!(rouse.count_output("hello-fn started"), 2, "restarted once");
     assert!(
         rouse

@@ -103,8 +103,10 @@ async fn reconcile(app: Arc<AppHandle>, mut shutdown: watch::Receiver<bool>) {
     let mut slots: Vec<Slot> = Vec::new();
     let mut stopping: Vec<Slot> = Vec::new();
     let mut next_id = 1u64;
+    // Also set when the shutdown sender is gone: nobody can ask us to keep running.
+    let mut orphaned = false;
     loop {
-        let closing = *shutdown.borrow();
+        let closing = orphaned || *shutdown.borrow();
         let want = if closing {
             0
         } else {
@@ -140,7 +142,7 @@ async fn reconcile(app: Arc<AppHandle>, mut shutdown: watch::Receiver<bool>) {
             }
             r = shutdown.changed(), if !closing => {
                 if r.is_err() {
-                    shutdown.mark_unchanged();
+                    orphaned = true;
                 }
             }
             () = tokio::time::sleep(Duration::from_millis(200)), if !stopping.is_empty() => {}

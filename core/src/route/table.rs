@@ -237,12 +237,21 @@ impl RouteTable {
     }
 }
 
-/// Normalises a request path for matching and forwarding: collapses `//`, resolves `.` and `..`
-/// segments (never above the root) so `/api/../admin` cannot pose as `/api`. The query is kept.
+/// Normalises a request path for matching and forwarding: decodes percent-encoded dots (an
+/// unreserved character, RFC 3986 §6.2.2.2, so `%2e` *is* `.`), collapses `//`, resolves `.` and
+/// `..` segments (never above the root) so `/api/../admin` or `/api/%2e%2e/admin` cannot pose as
+/// `/api`. The query is kept as is.
 pub fn normalize_path(path_and_query: &str) -> String {
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
+    };
+    let decoded;
+    let path = if path.contains('%') {
+        decoded = path.replace("%2e", ".").replace("%2E", ".");
+        decoded.as_str()
+    } else {
+        path
     };
     let mut out: Vec<&str> = Vec::new();
     for seg in path.split('/') {

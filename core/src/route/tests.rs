@@ -214,6 +214,9 @@ fn request_paths_are_normalised_before_matching() {
         ("/../../etc", "/etc"),
         ("/a/./b/?q=/../x", "/a/b/?q=/../x"),
         ("/a/", "/a/"),
+        ("/api/%2e%2e/admin", "/admin"),
+        ("/api/%2E./admin", "/admin"),
+        ("/a%2fb", "/a%2fb"),
     ];
     for (raw, want) in cases {
         assert_eq!(normalize_path(raw), want, "{raw}");

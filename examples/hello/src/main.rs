@@ -189,8 +189,11 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    let ready_unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
     println!(
-        "hello-fn started name={name} pid={} addr={addr} startup_delay_ms={delay}",
+        "hello-fn started name={name} pid={} addr={addr} startup_delay_ms={delay} ready_unix_us={ready_unix_us}",
         std::process::id()
     );
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

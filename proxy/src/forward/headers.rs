@@ -68,10 +68,11 @@ pub fn prepare_upstream(
         };
         req.insert_header("x-forwarded-for", xff)?;
     }
-    if !req.headers.contains_key("x-forwarded-proto") {
-        req.insert_header("x-forwarded-proto", inbound.proto)?;
-    }
-    if !req.headers.contains_key("x-forwarded-host") && !inbound.host.is_empty() {
+    // Rouse is the edge: what the client claims about scheme and host is not trusted.
+    req.insert_header("x-forwarded-proto", inbound.proto)?;
+    if inbound.host.is_empty() {
+        req.remove_header("x-forwarded-host");
+    } else {
         req.insert_header("x-forwarded-host", inbound.host)?;
     }
     let node = match inbound.client {
@@ -87,6 +88,30 @@ pub fn prepare_upstream(
     };
     req.insert_header("forwarded", forwarded)?;
     Ok(())
+}
+
+/// Removes hop-by-hop headers from an upstream response (pingora manages the downstream
+/// connection's own `Connection` header). A 101 keeps `Upgrade`/`Connection` for WebSockets.
+pub fn strip_response_hop_by_hop(resp: &mut pingora_http::ResponseHeader) {
+    if resp.status.as_u16() == 101 {
+        return;
+    }
+    let listed: Vec<HeaderName> = resp
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        resp.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        resp.remove_header(*name);
+    }
+    resp.remove_header(&CONNECTION);
+    resp.remove_header(&UPGRADE);
 }
 
 #[cfg(test)]
@@ -134,6 +159,24 @@ mod tests {
     }
 
     #[test]
+    fn response_hop_by_hop_headers_are_removed() {
+        let mut r = pingora_http::ResponseHeader::build(200, None).expect("response");
+        for (k, v) in [
+            ("connection", "x-internal"),
+            ("x-internal", "1"),
+            ("keep-alive", "5"),
+            ("x-kept", "1"),
+        ] {
+            r.append_header(k.to_string(), v).expect("header");
+        }
+        strip_response_hop_by_hop(&mut r);
+        for gone in ["connection", "x-internal", "keep-alive"] {
+            assert!(!r.headers.contains_key(gone), "{gone}");
+        }
+        assert!(r.headers.contains_key("x-kept"));
+    }
+
+    #[test]
     fn upgrade_and_grpc_trailers_survive() {
         let mut r = req(&[
             ("connection", "Upgrade"),
@@ -157,7 +200,12 @@ mod tests {
 
     #[test]
     fn forwarding_headers_append() {
-        let mut r = req(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]);
+        let mut r = req(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "spoofed.example"),
+        ]);
         prepare_upstream(&mut r, &inbound(false)).expect("prepare");
         let get = |n: &str| {
             r.headers

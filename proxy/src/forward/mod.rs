@@ -25,7 +25,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use rouse_core::{UpstreamProtocol, normalize_path};
 
 use crate::hold::{Lease, acquire};
-use crate::state::{ProxyState, RouteState};
+use crate::state::{ActiveRequest, ProxyState, RouteState};
 use respond::{Reason, write_error};
 
 /// Response header: `true` when the request waited for an endpoint (cold start or capacity).
@@ -44,8 +44,11 @@ pub struct Forwarder {
 }
 
 /// Per-request state carried across pingora's phases.
-#[derive(Default)]
 pub struct RequestCtx {
+    /// Counts the request as active until the context drops (a drain waits for it).
+    _active: ActiveRequest,
+    /// End of the hold, fixed when the route is known so connect retries cannot extend it.
+    deadline: Option<Instant>,
     route: Option<Arc<RouteState>>,
     host: String,
     /// Origin-form path to send upstream (normalised, rewritten).
@@ -111,7 +114,19 @@ impl ProxyHttp for Forwarder {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            _active: self.state.active_request(),
+            deadline: None,
+            route: None,
+            host: String::new(),
+            upstream_path: None,
+            bytes: 0,
+            lease: None,
+            waited: None,
+            reason: None,
+            refused: Vec::new(),
+            forwarded_at: None,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -144,9 +159,11 @@ impl ProxyHttp for Forwarder {
             return Ok(true);
         };
         ctx.bytes = committed_bytes(req);
-        if upstream_path != raw || req.uri.authority().is_some() {
+        // pingora keeps an absolute-form target only in the raw path: always send origin-form.
+        if upstream_path != raw || !req.raw_path().starts_with(b"/") {
             ctx.upstream_path = Some(upstream_path);
         }
+        ctx.deadline = Some(Instant::now() + route.route.limits.hold_timeout);
         ctx.host = host;
         route.target.demand.request_started();
         ctx.route = Some(route);
@@ -163,7 +180,10 @@ impl ProxyHttp for Forwarder {
         })?;
         // A retry gives back the slot of the endpoint that refused before taking another.
         ctx.lease = None;
-        let acquired = match acquire(&self.state, &route, ctx.bytes, &ctx.refused).await {
+        let deadline = *ctx
+            .deadline
+            .get_or_insert_with(|| Instant::now() + route.route.limits.hold_timeout);
+        let acquired = match acquire(&self.state, &route, ctx.bytes, &ctx.refused, deadline).await {
             Ok(a) => a,
             Err(reason) => {
                 ctx.reason = Some(reason);
@@ -253,6 +273,7 @@ impl ProxyHttp for Forwarder {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        headers::strip_response_hop_by_hop(upstream);
         match ctx.waited {
             Some(w) => {
                 upstream.insert_header(COLD_START_HEADER, "true")?;
@@ -271,20 +292,16 @@ impl ProxyHttp for Forwarder {
     ) -> FailToProxy {
         let reason = match (ctx.reason, e.esource()) {
             (Some(r), _) => r,
-            (None, ErrorSource::Downstream) => {
-                // The client went away or sent garbage; nothing useful to write.
-                let code = match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                };
-                if code > 0 && session.response_written().is_none() {
-                    let _ = session.respond_error(code).await;
+            (None, ErrorSource::Downstream) => match e.etype() {
+                // The client went away: nothing to write to.
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                    return FailToProxy {
+                        error_code: 0,
+                        can_reuse_downstream: false,
+                    };
                 }
-                return FailToProxy {
-                    error_code: code,
-                    can_reuse_downstream: false,
-                };
-            }
+                _ => Reason::BadRequest,
+            },
             (None, _) => match e.etype() {
                 ErrorType::ConnectRefused
                 | ErrorType::ConnectTimedout

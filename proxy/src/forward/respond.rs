@@ -75,11 +75,13 @@ impl Reason {
             Reason::RouteBytesFull => "too many bytes are already waiting for this route to start",
             Reason::GlobalQueueFull => "the proxy holds as many waiting requests as it allows",
             Reason::GlobalBytesFull => "the proxy holds as many waiting bytes as it allows",
-            Reason::ColdStartTimeout => "no ready endpoint with capacity before the route's hold timeout",
+            Reason::ColdStartTimeout => {
+                "no ready endpoint with capacity before the route's hold timeout"
+            }
             Reason::NoEndpoint => "the target has no endpoint source",
             Reason::UpstreamUnreachable => "every endpoint refused the connection",
             Reason::UpstreamError => "the upstream failed",
-            Reason::BadRequest => "the request has no usable host",
+            Reason::BadRequest => "the request is malformed or has no usable host",
         }
     }
 }

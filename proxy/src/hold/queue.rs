@@ -89,12 +89,14 @@ impl Drop for Held<'_> {
 /// Gets an endpoint slot for one request on `route`, holding the request if needed.
 ///
 /// `bytes` is what the request commits the proxy to carry (head + declared body) and counts
-/// against the byte caps; `exclude` lists endpoints that refused a connection for this request.
+/// against the byte caps; `exclude` lists endpoints that refused a connection for this request;
+/// `deadline` ends the hold (fixed per request, so connect retries do not extend it).
 pub async fn acquire(
     state: &ProxyState,
     route: &RouteState,
     bytes: u64,
     exclude: &[SocketAddr],
+    deadline: Instant,
 ) -> Result<Acquired, Reason> {
     let target = &route.target;
     let cap = route.route.limits.endpoint_concurrency;
@@ -112,10 +114,14 @@ pub async fn acquire(
 
     let _permit = match state.budget.try_admit(&route.held, route.caps(), bytes) {
         Ok(p) => p,
-        // The queue is full, but a slot may be free right now (held requests are about to take
-        // theirs): serving beats rejecting.
+        // Only the proxy-wide cap can be full while this target has nobody queued; then a free
+        // slot serves the request rather than rejecting it. With requests queued, a newcomer
+        // never takes the slot a woken waiter is about to claim.
         Err(reason) => {
-            return balance::pick(&target.endpoints(), cap, exclude)
+            let direct = (target.demand.held() == 0)
+                .then(|| balance::pick(&target.endpoints(), cap, exclude))
+                .flatten();
+            return direct
                 .map(|ep| Acquired {
                     lease: Lease::new(route, ep),
                     waited: None,
@@ -126,7 +132,7 @@ pub async fn acquire(
     };
     let _held = Held::enter(route, bytes);
     let started = Instant::now();
-    let deadline = tokio::time::Instant::from_std(started + route.route.limits.hold_timeout);
+    let deadline = tokio::time::Instant::from_std(deadline);
     target.demand.wake();
 
     let mut endpoints = target.watch_endpoints();
@@ -137,6 +143,11 @@ pub async fn acquire(
     loop {
         let set = endpoints.borrow_and_update().clone();
         if let Some(ep) = balance::pick(&set, cap, exclude) {
+            // Several slots may have freed while only one wake-up was stored: hand one on, so
+            // the next held request checks too (at most one extra wake per release).
+            if cap.is_some() {
+                target.pass_capacity_on();
+            }
             // Queued behind others but never actually waiting is not a cold start.
             return Ok(Acquired {
                 lease: Lease::new(route, ep),
