@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes control plane used by the tests from pinned Go modules:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (plus kwok's stage
+# files, which the test harness configures). Binaries land in a cache directory
+# outside the repository, keyed by version; anything already built is skipped.
+#
+#   tests/cluster/build-control-plane.sh          # prints the bin directory on its last line
+#
+# ROUSE_K8S_CACHE overrides the cache root (default ~/.cache/rouse/k8s).
+set -euo pipefail
+
+K8S_VERSION=v1.36.3      # newest minor whose modules build with Go 1.26 (1.37 needs Go 1.27)
+ETCD_VERSION=v3.6.16
+KWOK_VERSION=v0.8.0
+
+CACHE_ROOT=${ROUSE_K8S_CACHE:-$HOME/.cache/rouse/k8s}
+KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
+BIN="$CACHE_ROOT/$KEY/bin"
+WORK="$CACHE_ROOT/$KEY/src"
+mkdir -p "$BIN" "$WORK"
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+export GOTOOLCHAIN=local
+
+log() { echo "[build-control-plane] $*" >&2; }
+timed() {
+  local name=$1; shift
+  local start=$SECONDS
+  log "building $name ..."
+  /usr/bin/time -f "[build-control-plane] $name: %e s wall, %M KiB peak RSS" "$@"
+  log "$name done in $((SECONDS - start)) s"
+}
+
+# --- kube-apiserver + kube-controller-manager -------------------------------------------------
+# k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with ./staging paths,
+# which do not apply to a dependent module. A wrapper module replaces each with its published tag;
+# the list is generated from k8s.io/kubernetes's own go.mod, never hard-coded.
+if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x "$BIN/kube-scheduler" ]]; then
+  mod="$WORK/kube"
+  mkdir -p "$mod"
+  cd "$mod"
+  [[ -f go.mod ]] || go mod init rouse.invalid/kubebin >/dev/null 2>&1
+  staging="v0.${K8S_VERSION#v1.}"
+  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  replaces=()
+  while read -r m; do
+    replaces+=("-replace=$m=$m@$staging")
+  done < <(awk '/^require|^\t/ {print}' "$gomod" | awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' | sort -u)
+  log "replacing ${#replaces[@]} staging modules with $staging"
+  go mod edit "${replaces[@]}"
+  go get "k8s.io/kubernetes@$K8S_VERSION" >/dev/null 2>&1 || go get "k8s.io/kubernetes@$K8S_VERSION"
+  cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)
+GO
+  go mod tidy >/dev/null 2>&1 || go mod tidy
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
+    [[ -x "$BIN/$cmd" ]] || timed "$cmd" go build -trimpath -ldflags='-s -w' -o "$BIN/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+  done
+fi
+
+# --- etcd ---------------------------------------------------------------------------------------
+# Its own module, so its grpc/otel versions do not fight the apiserver's.
+if [[ ! -x "$BIN/etcd" ]]; then
+  mod="$WORK/etcd"
+  mkdir -p "$mod"
+  cd "$mod"
+  [[ -f go.mod ]] || go mod init rouse.invalid/etcdbin >/dev/null 2>&1
+  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1 || go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"
+GO
+  go mod tidy >/dev/null 2>&1 || go mod tidy
+  timed etcd go build -trimpath -ldflags='-s -w' -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+fi
+
+# --- kwok ---------------------------------------------------------------------------------------
+if [[ ! -x "$BIN/kwok" ]]; then
+  timed kwok env GOBIN="$BIN" go install -trimpath -ldflags='-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+fi
+
+# kwok's own "fast" stages (node ready, pod ready, pod delete) from the module just built; the
+# harness adds a start delay to pod-ready. Copied, not committed: they are kwok's files.
+STAGES="$CACHE_ROOT/$KEY/stages"
+if [[ ! -f "$STAGES/pod-ready.yaml" ]]; then
+  kwok_dir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  mkdir -p "$STAGES"
+  cp "$kwok_dir/kustomize/stage/node/fast/node-initialize.yaml" \
+     "$kwok_dir/kustomize/stage/pod/fast/pod-ready.yaml" \
+     "$kwok_dir/kustomize/stage/pod/fast/pod-delete.yaml" "$STAGES/"
+  chmod u+w "$STAGES"/*.yaml
+fi
+
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
+  [[ -x "$BIN/$b" ]] || { log "missing $BIN/$b"; exit 1; }
+done
+echo "$BIN"

@@ -1,0 +1,210 @@
+//! Stand-in for the kubelet's container runtime: for every Ready pod, a real HTTP server on
+//! `podIP:containerPort` that answers with the pod's name; stopped when the pod stops being
+//! Ready or goes away. Everything above this (Deployment → ReplicaSet → Pod → EndpointSlice) is
+//! upstream Kubernetes.
+//!
+//! Pod annotations change a backend's behaviour while it runs:
+//! - `rouse.dev/test-delay-ms: "250"`: wait before answering;
+//! - `rouse.dev/test-status: "503"`: answer with this status.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use tokio::task::JoinHandle;
+
+/// Port served when a container declares none.
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DELAY_ANNOTATION: &str = "rouse.dev/test-delay-ms";
+pub const STATUS_ANNOTATION: &str = "rouse.dev/test-status";
+
+#[derive(Clone, Default)]
+struct Behaviour {
+    delay: Duration,
+    status: u16,
+}
+
+struct Running {
+    addrs: Vec<SocketAddr>,
+    behaviour: Arc<RwLock<Behaviour>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn behaviour(pod: &Pod) -> Behaviour {
+    let a = pod.annotations();
+    Behaviour {
+        delay: Duration::from_millis(
+            a.get(DELAY_ANNOTATION)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        ),
+        status: a
+            .get(STATUS_ANNOTATION)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200),
+    }
+}
+
+/// The addresses a Ready pod should be served on, or none.
+fn wanted(pod: &Pod) -> Vec<SocketAddr> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return vec![];
+    }
+    let Some(status) = &pod.status else {
+        return vec![];
+    };
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let Some(ip) = status
+        .pod_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok())
+    else {
+        return vec![];
+    };
+    // Only ever serve (and so only ever invite traffic to) loopback.
+    if !ready || !ip.is_loopback() {
+        return vec![];
+    }
+    let mut ports: Vec<u16> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| u16::try_from(p.container_port).ok())
+        .collect();
+    if ports.is_empty() {
+        ports.push(DEFAULT_PORT);
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports.into_iter().map(|p| SocketAddr::new(ip, p)).collect()
+}
+
+async fn serve(listener: tokio::net::TcpListener, name: String, behaviour: Arc<RwLock<Behaviour>>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (name, behaviour) = (name.clone(), behaviour.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                let b = behaviour.read().map(|b| b.clone()).unwrap_or_default();
+                let name = name.clone();
+                async move {
+                    tokio::time::sleep(b.delay).await;
+                    let resp = http::Response::builder()
+                        .status(b.status)
+                        .header("x-pod-name", &name)
+                        .body(Full::new(Bytes::from(format!("{name}\n"))))
+                        .unwrap_or_default();
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn start(pod: &Pod, addrs: Vec<SocketAddr>) -> Option<Running> {
+    let name = pod.name_any();
+    let behaviour = Arc::new(RwLock::new(behaviour(pod)));
+    let mut tasks = Vec::new();
+    for addr in &addrs {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => tasks.push(tokio::spawn(serve(l, name.clone(), behaviour.clone()))),
+            Err(e) => {
+                eprintln!("[testcluster] pod {name}: cannot serve {addr}: {e}");
+                return None;
+            }
+        }
+    }
+    Some(Running {
+        addrs,
+        behaviour,
+        tasks,
+    })
+}
+
+/// Runs until the task is aborted: keeps one backend per Ready pod, cluster-wide.
+pub async fn run(client: Client) {
+    let pods: Api<Pod> = Api::all(client);
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut init: Option<HashMap<String, Pod>> = None;
+    let mut stream = watcher::watcher(pods, watcher::Config::default()).boxed();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Apply(pod)) => reconcile(&mut running, &pod).await,
+            Ok(Event::Delete(pod)) => {
+                running.remove(&key(&pod));
+            }
+            Ok(Event::Init) => init = Some(HashMap::new()),
+            Ok(Event::InitApply(pod)) => {
+                if let Some(seen) = init.as_mut() {
+                    seen.insert(key(&pod), pod);
+                }
+            }
+            Ok(Event::InitDone) => {
+                // A relist (first start or after a 410): reconcile against the full set.
+                let seen = init.take().unwrap_or_default();
+                running.retain(|k, _| seen.contains_key(k));
+                for pod in seen.values() {
+                    reconcile(&mut running, pod).await;
+                }
+            }
+            Err(e) => {
+                eprintln!("[testcluster] pod watch: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn key(pod: &Pod) -> String {
+    pod.uid()
+        .unwrap_or_else(|| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()))
+}
+
+async fn reconcile(running: &mut HashMap<String, Running>, pod: &Pod) {
+    let k = key(pod);
+    let addrs = wanted(pod);
+    if addrs.is_empty() {
+        running.remove(&k);
+        return;
+    }
+    if let Some(r) = running.get(&k) {
+        if r.addrs == addrs {
+            if let Ok(mut b) = r.behaviour.write() {
+                *b = behaviour(pod);
+            }
+            return;
+        }
+        running.remove(&k);
+    }
+    if let Some(r) = start(pod, addrs).await {
+        running.insert(k, r);
+    }
+}
