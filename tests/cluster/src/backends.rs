@@ -176,6 +176,9 @@ pub async fn run(client: Client) {
                 }
             }
             Err(e) => {
+                if crate::procs::EXITING.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
                 eprintln!("[testcluster] pod watch: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -15,7 +15,7 @@
 
 pub mod backends;
 mod pki;
-mod procs;
+pub(crate) mod procs;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
@@ -154,12 +154,17 @@ where
 
 impl TestCluster {
     /// The cluster shared by every test of this test binary, started on first use.
+    ///
+    /// A failed start is remembered: every test reports the same error at once instead of
+    /// retrying.
     pub fn shared() -> &'static TestCluster {
-        static SHARED: OnceLock<TestCluster> = OnceLock::new();
-        SHARED.get_or_init(|| {
-            TestCluster::start(Options::default())
-                .unwrap_or_else(|e| panic!("starting the test cluster: {e:#}"))
-        })
+        static SHARED: OnceLock<Result<TestCluster, String>> = OnceLock::new();
+        let started = SHARED
+            .get_or_init(|| TestCluster::start(Options::default()).map_err(|e| format!("{e:#}")));
+        match started {
+            Ok(c) => c,
+            Err(e) => panic!("starting the test cluster: {e}"),
+        }
     }
 
     /// Starts a private cluster. Blocking; safe to call from inside a tokio runtime.
@@ -219,10 +224,11 @@ impl TestCluster {
             .arg("--unsafe-no-fsync=true");
         cluster.push(spawn_logged(&dir, "etcd", etcd)?);
         let etcd_addr: SocketAddr = format!("127.0.0.1:{client_port}").parse()?;
-        wait_until("etcd", Duration::from_secs(30), || async {
-            tokio::net::TcpStream::connect(etcd_addr).await.is_ok()
-        })
-        .await?;
+        cluster
+            .wait_ready("etcd", Duration::from_secs(30), || async {
+                tokio::net::TcpStream::connect(etcd_addr).await.is_ok()
+            })
+            .await?;
 
         // kube-apiserver
         let port = free_port()?;
@@ -255,28 +261,29 @@ impl TestCluster {
         cluster.push(spawn_logged(&dir, "kube-apiserver", api)?);
         cluster.write_kubeconfig()?;
         let admin = cluster.client_inner().await?;
-        wait_until("kube-apiserver /readyz", Duration::from_secs(60), || {
-            let admin = admin.clone();
-            async move {
-                let req = http::Request::get("/readyz").body(Vec::new());
-                match req {
-                    Ok(req) => admin
-                        .request_text(req)
-                        .await
-                        .is_ok_and(|t| t.trim() == "ok"),
-                    Err(_) => false,
+        cluster
+            .wait_ready("kube-apiserver /readyz", Duration::from_secs(60), || {
+                let admin = admin.clone();
+                async move {
+                    let req = http::Request::get("/readyz").body(Vec::new());
+                    match req {
+                        Ok(req) => admin
+                            .request_text(req)
+                            .await
+                            .is_ok_and(|t| t.trim() == "ok"),
+                        Err(_) => false,
+                    }
                 }
-            }
-        })
-        .await
-        .with_context(|| cluster.log_tail("kube-apiserver"))?;
+            })
+            .await
+            .with_context(|| cluster.log_tail("kube-apiserver"))?;
 
         // kube-controller-manager: the controllers that turn Deployments into Pods and
         // Services into EndpointSlices, plus namespace cleanup and service accounts.
         let kubeconfig = cluster.kubeconfig.display().to_string();
         let mut kcm = Command::new(bin.join("kube-controller-manager"));
         kcm.arg(format!("--kubeconfig={kubeconfig}"))
-            .arg("--controllers=deployment,replicaset,endpointslice,endpointslicemirroring,namespace,garbage-collector,serviceaccount,serviceaccount-token")
+            .arg("--controllers=deployment-controller,replicaset-controller,endpointslice-controller,namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller")
             .arg(format!("--service-account-private-key-file={}", p("sa.key")))
             .arg(format!("--root-ca-file={}", p("ca.crt")))
             .arg("--use-service-account-credentials=false")
@@ -311,8 +318,6 @@ impl TestCluster {
             1,
         );
         let kwok_config = [
-            "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions: {}\n"
-                .to_string(),
             std::fs::read_to_string(stages.join("node-initialize.yaml"))?,
             pod_ready,
             std::fs::read_to_string(stages.join("pod-delete.yaml"))?,
@@ -343,33 +348,79 @@ impl TestCluster {
             }
         }))?;
         nodes.create(&PostParams::default(), &node).await?;
-        wait_until("the KWOK node to be Ready", Duration::from_secs(60), || {
-            let nodes = nodes.clone();
-            async move {
-                nodes.get(NODE_NAME).await.is_ok_and(|n| {
-                    n.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                        cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+        cluster
+            .wait_ready("the KWOK node to be Ready", Duration::from_secs(60), || {
+                let nodes = nodes.clone();
+                async move {
+                    nodes.get(NODE_NAME).await.is_ok_and(|n| {
+                        n.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
                     })
-                })
-            }
-        })
-        .await
-        .with_context(|| cluster.log_tail("kwok"))?;
+                }
+            })
+            .await
+            .with_context(|| cluster.log_tail("kwok"))?;
+        // The apiserver taints a new node `not-ready` and only the node-lifecycle controller
+        // lifts it; that controller would also evict pods from a node without kubelet
+        // heartbeats, so it is not run and the harness lifts the taint once KWOK reports Ready.
+        nodes
+            .patch(
+                NODE_NAME,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"taints": null}})),
+            )
+            .await?;
         let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
-        wait_until(
-            "the controller manager (default ServiceAccount)",
-            Duration::from_secs(60),
-            || {
-                let sas = sas.clone();
-                async move { sas.get("default").await.is_ok() }
-            },
-        )
-        .await
-        .with_context(|| cluster.log_tail("kube-controller-manager"))?;
+        cluster
+            .wait_ready(
+                "the controller manager (default ServiceAccount)",
+                Duration::from_secs(60),
+                || {
+                    let sas = sas.clone();
+                    async move { sas.get("default").await.is_ok() }
+                },
+            )
+            .await
+            .with_context(|| cluster.log_tail("kube-controller-manager"))?;
 
         cluster.start_backends()?;
         cluster.startup = started.elapsed();
         Ok(cluster)
+    }
+
+    /// Fails if a component exited: start-up waits use it to stop at once with that component's
+    /// log rather than time out.
+    fn check_alive(&self) -> anyhow::Result<()> {
+        let mut components = self.components.lock().unwrap_or_else(|p| p.into_inner());
+        for c in components.iter_mut() {
+            if let Ok(Some(status)) = c.child.try_wait() {
+                bail!("{} exited ({status}); {}", c.name, self.log_tail(c.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`wait_until`] that also fails as soon as a component dies.
+    async fn wait_ready<F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            self.check_alive()?;
+            if check().await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("timed out after {timeout:?} waiting for {what}")
     }
 
     fn push(&self, c: Component) {

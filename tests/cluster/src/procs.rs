@@ -23,7 +23,11 @@ enum Cleanup {
     Dir(PathBuf),
 }
 
+/// Set when the process is exiting: background tasks stop reporting the errors it causes.
+pub static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 extern "C" fn cleanup_at_exit() {
+    EXITING.store(true, std::sync::atomic::Ordering::Release);
     let items = std::mem::take(&mut *CLEANUP.lock().unwrap_or_else(|p| p.into_inner()));
     let pids: Vec<i32> = items
         .iter()
