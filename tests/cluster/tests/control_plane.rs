@@ -18,7 +18,17 @@ use kube::{Api, Client};
 use rouse_testcluster::TestCluster;
 use serde_json::json;
 
-async fn wait<F, Fut>(what: &str, timeout: Duration, mut check: F)
+async fn wait<F, Fut>(what: &str, timeout: Duration, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    if !wait_ok(timeout, check).await {
+        panic!("timed out after {timeout:?} waiting for {what}");
+    }
+}
+
+async fn wait_ok<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -26,15 +36,66 @@ where
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if check().await {
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out after {timeout:?} waiting for {what}");
+    false
 }
 
 fn object<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).unwrap_or_else(|e| panic!("test object: {e}"))
+}
+
+/// What a namespace looks like, for failure messages: pods, slices, events.
+async fn dump(client: &Client, ns: &str) -> String {
+    let mut out = String::new();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    for p in pods
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let st = p.status.unwrap_or_default();
+        out.push_str(&format!(
+            "pod {:?} node={:?} phase={:?} ip={:?} conditions={:?}\n",
+            p.metadata.name,
+            p.spec.and_then(|s| s.node_name),
+            st.phase,
+            st.pod_ip,
+            st.conditions
+                .unwrap_or_default()
+                .iter()
+                .map(|c| format!("{}={}", c.type_, c.status))
+                .collect::<Vec<_>>()
+        ));
+    }
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    for s in slices
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        out.push_str(&format!(
+            "slice {:?} endpoints={:?}\n",
+            s.metadata.name, s.endpoints
+        ));
+    }
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
+    for e in events
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        out.push_str(&format!(
+            "event {:?} {:?}: {:?}\n",
+            e.involved_object.name, e.reason, e.message
+        ));
+    }
+    out
 }
 
 /// Ready endpoint addresses of a Service, from its EndpointSlices.
@@ -116,10 +177,15 @@ async fn scaling_a_deployment_fills_its_endpointslice_with_serving_loopback_pods
         )
         .await
         .expect("patch /scale");
-    wait("2 ready endpoints", Duration::from_secs(30), || async {
+    let ready = wait_ok(Duration::from_secs(30), || async {
         ready_endpoints(&client, &ns, "web").await.len() == 2
     })
     .await;
+    assert!(
+        ready,
+        "no 2 ready endpoints after 30 s:\n{}",
+        dump(&client, &ns).await
+    );
     println!("scale 0→2 to 2 ready endpoints: {:?}", started.elapsed());
     let addrs = ready_endpoints(&client, &ns, "web").await;
     assert!(addrs.iter().all(|a| a.starts_with("127.")), "{addrs:?}");
@@ -263,7 +329,7 @@ async fn a_watch_from_a_compacted_resource_version_gets_410_and_the_kube_watcher
     let (mut saw_410, mut relisted_after_410, mut seen_new) = (false, false, false);
     let end = Instant::now() + Duration::from_secs(60);
     while Instant::now() < end && !seen_new {
-        match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+        match tokio::time::timeout(Duration::from_secs(2), w.next()).await {
             Ok(Some(Err(watcher::Error::WatchError(status)))) if status.code == 410 => {
                 saw_410 = true
             }
@@ -281,7 +347,9 @@ async fn a_watch_from_a_compacted_resource_version_gets_410_and_the_kube_watcher
                 seen_new |= relisted_after_410 && cm.metadata.name.as_deref() == Some("after");
             }
             Ok(Some(_)) => {}
-            Ok(None) | Err(_) => break,
+            // A quiet namespace yields nothing between resumes: keep waiting until the deadline.
+            Err(_) => {}
+            Ok(None) => break,
         }
     }
     churn.abort();
