@@ -520,3 +520,75 @@ fn the_shared_cluster_reports_its_start_up_time() {
     );
     assert!(cluster.server.starts_with("https://127.0.0.1:"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_annotations_set_start_delay_and_backend_behaviour() {
+    let cluster = TestCluster::shared();
+    let client = cluster.client().await;
+    let ns = cluster.namespace("behave").await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let created = Instant::now();
+    pods.create(
+        &PostParams::default(),
+        &object(json!({
+            "metadata": {
+                "name": "slow",
+                "annotations": {
+                    rouse_testcluster::START_DELAY_ANNOTATION: "1500ms",
+                    rouse_testcluster::backends::STATUS_ANNOTATION: "503",
+                    rouse_testcluster::backends::DELAY_ANNOTATION: "300"
+                }
+            },
+            "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1", "ports": [{"containerPort": 9000}]}]}
+        })),
+    )
+    .await
+    .expect("create pod");
+    let ready_ip = || async {
+        pods.get("slow").await.ok().and_then(|p| {
+            let st = p.status?;
+            let ready = st
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some(st.pod_ip).flatten()
+        })
+    };
+    let mut ip = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ip.is_none() && Instant::now() < deadline {
+        ip = ready_ip().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = created.elapsed();
+    assert!(
+        ip.is_some(),
+        "pod not Ready after 20 s:\n{}",
+        dump(&client, &ns).await
+    );
+    assert!(
+        took >= Duration::from_millis(1500),
+        "ready after {took:?}, start delay is 1.5 s"
+    );
+    let target = format!("{}:9000", ip.unwrap_or_default());
+    wait("the backend to listen", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(&target).await.is_ok()
+    })
+    .await;
+    let asked = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(&target)
+        .await
+        .expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("slow"), "{out}");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(300),
+        "answered without the configured delay"
+    );
+}
