@@ -19,11 +19,17 @@ use tokio::sync::watch;
 use super::config::ProcessSpec;
 use super::supervisor::AppHandle;
 
-/// First and longest wait between readiness probes. Probing starts 1 ms after spawn and backs off
-/// to 5 ms, so a replica is seen ready within ~5 ms of it answering; a probe of a port nobody
-/// listens on yet is one refused connect, cheap enough to repeat this often.
-const PROBE_MIN: Duration = Duration::from_millis(1);
-const PROBE_MAX: Duration = Duration::from_millis(5);
+/// Waits between readiness probes, by time since spawn: every 1 ms for the first 2 s (where most
+/// cold starts end, so a ready replica is seen within about a millisecond), then every 5 ms, then
+/// every 20 ms after 10 s for slow starters. A probe of a port nobody listens on yet is one
+/// refused connect: cheap enough to repeat this often.
+fn probe_interval(since_spawn: Duration) -> Duration {
+    match since_spawn.as_secs() {
+        0..2 => Duration::from_millis(1),
+        2..10 => Duration::from_millis(5),
+        _ => Duration::from_millis(20),
+    }
+}
 /// One probe's own time budget.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Restart backoff bounds; the backoff resets once a replica stayed up this long.
@@ -148,13 +154,12 @@ async fn probe(addr: SocketAddr, path: &str) -> bool {
 }
 
 async fn until_ready(addr: SocketAddr, path: &str) {
-    let mut wait = PROBE_MIN;
+    let spawned = Instant::now();
     loop {
         if probe(addr, path).await {
             return;
         }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(PROBE_MAX);
+        tokio::time::sleep(probe_interval(spawned.elapsed())).await;
     }
 }
 
