@@ -143,3 +143,57 @@ fn bad_config_is_rejected_naming_file_line_and_field() {
     assert!(stderr.contains("apps[0].replicas.max"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_request_whose_client_hangs_up_leaves_the_queue_and_is_never_forwarded() {
+    let rouse = Rouse::start(&App::hello("patient").env("STARTUP_DELAY_MS", "1500")).await;
+    let proxy = rouse.proxy;
+    let client = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(proxy)
+            .await
+            .expect("connect");
+        s.write_all(b"GET /?abandoned=1 HTTP/1.1\r\nHost: patient.localhost\r\n\r\n")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(s); // the client gives up while the app is still starting
+    });
+    rouse
+        .wait_for("the request to be held", Duration::from_secs(5), || async {
+            rouse
+                .metric("rouse_proxy_held_requests{route=\"patient\"}")
+                .await
+                == Some(1.0)
+        })
+        .await;
+    client.await.expect("client task");
+    rouse
+        .wait_for(
+            "the abandoned request to leave the queue",
+            Duration::from_secs(1),
+            || async {
+                rouse
+                    .metric("rouse_proxy_held_requests{route=\"patient\"}")
+                    .await
+                    == Some(0.0)
+            },
+        )
+        .await;
+    // The app still wakes (the request asked for it) and serves others, but never sees it.
+    assert_eq!(
+        rouse.get("patient.localhost", "/?later=1").await.status,
+        200
+    );
+    assert_eq!(
+        rouse.count_output("request GET /?abandoned=1"),
+        0,
+        "forwarded a dead client's request"
+    );
+    assert!(
+        rouse
+            .metrics()
+            .await
+            .contains("rouse_proxy_rejections_total{reason=\"client_closed\",route=\"patient\"} 1")
+    );
+}

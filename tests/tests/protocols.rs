@@ -212,3 +212,18 @@ async fn two_hundred_megabytes_stream_both_ways_with_bounded_proxy_memory() {
     // Streaming means the bodies never sit in memory: the peak stays far below one body.
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upstream_protocol_speaks_http2_to_the_app() {
+    // gRPC backends need HTTP/2 end to end; `upstream_protocol: h2c` gives them that even when
+    // the client speaks HTTP/1.1.
+    let rouse = Rouse::start(&App::hello("grpcish").with("upstream_protocol: h2c")).await;
+    let r = rouse.get("grpcish.localhost", "/headers").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        rouse.count_output("request GET /headers HTTP/2.0"),
+        1,
+        "{:?}",
+        rouse.output()
+    );
+}

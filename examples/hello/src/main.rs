@@ -68,7 +68,12 @@ fn query_u64(req: &Request<Incoming>, key: &str) -> Option<u64> {
 
 async fn handle(req: Request<Incoming>, name: String) -> Result<Response<Body>, Infallible> {
     if std::env::var("LOG_REQUESTS").is_ok_and(|v| v == "1") {
-        println!("request {} {} {:?}", req.method(), req.uri(), req.version());
+        println!(
+            "request {} {} {:?}",
+            req.method(),
+            req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            req.version()
+        );
     }
     let path = req.uri().path().to_string();
     let _in_flight = (path != "/healthz" && path != "/stats").then(InFlight::enter);

@@ -172,7 +172,7 @@ impl ProxyHttp for Forwarder {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let route = ctx.route.clone().ok_or_else(|| {
@@ -183,7 +183,25 @@ impl ProxyHttp for Forwarder {
         let deadline = *ctx
             .deadline
             .get_or_insert_with(|| Instant::now() + route.route.limits.hold_timeout);
-        let acquired = match acquire(&self.state, &route, ctx.bytes, &ctx.refused, deadline).await {
+        // A held request whose client hangs up is dropped from the queue at once: it must not
+        // keep a slot, nor be forwarded to the app once it wakes. Only for bodyless requests,
+        // where any downstream activity can only be the client going away.
+        let watch_client = session.is_body_empty() && !session.is_upgrade_req();
+        session.set_abort_on_close(watch_client);
+        let acquisition = acquire(&self.state, &route, ctx.bytes, &ctx.refused, deadline);
+        let outcome = if watch_client {
+            tokio::select! {
+                // Acquisition first: on the fast path it is ready at once and the socket is
+                // never polled.
+                biased;
+                r = acquisition => r,
+                _ = session.downstream_session.read_body_or_idle(true) => Err(Reason::ClientClosed),
+            }
+        } else {
+            acquisition.await
+        };
+        session.set_abort_on_close(false);
+        let acquired = match outcome {
             Ok(a) => a,
             Err(reason) => {
                 ctx.reason = Some(reason);
@@ -310,6 +328,12 @@ impl ProxyHttp for Forwarder {
             },
         };
         ctx.reason = Some(reason);
+        if reason == Reason::ClientClosed {
+            return FailToProxy {
+                error_code: reason.status(),
+                can_reuse_downstream: false,
+            };
+        }
         if session.response_written().is_some() {
             // Headers already went out: the only honest signal left is closing the stream.
             return FailToProxy {

@@ -29,6 +29,8 @@ pub enum Reason {
     UpstreamError,
     /// The request itself is malformed (e.g. missing host).
     BadRequest,
+    /// The client hung up while its request was held; nothing is sent (status 499 in metrics).
+    ClientClosed,
 }
 
 impl Reason {
@@ -44,6 +46,7 @@ impl Reason {
             Reason::UpstreamUnreachable => "upstream_unreachable",
             Reason::UpstreamError => "upstream_error",
             Reason::BadRequest => "bad_request",
+            Reason::ClientClosed => "client_closed",
         }
     }
 
@@ -58,6 +61,7 @@ impl Reason {
             Reason::ColdStartTimeout => 504,
             Reason::UpstreamUnreachable | Reason::UpstreamError => 502,
             Reason::BadRequest => 400,
+            Reason::ClientClosed => 499,
         }
     }
 
@@ -82,6 +86,7 @@ impl Reason {
             Reason::UpstreamUnreachable => "every endpoint refused the connection",
             Reason::UpstreamError => "the upstream failed",
             Reason::BadRequest => "the request is malformed or has no usable host",
+            Reason::ClientClosed => "the client closed the connection while the request was held",
         }
     }
 }
