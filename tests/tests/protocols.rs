@@ -10,6 +10,45 @@ use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+/// A self-signed P-256 certificate for `san` (a DNS name), written as `<stem>.pem`/`<stem>.key`.
+fn self_signed(
+    dir: &std::path::Path,
+    stem: &str,
+    san: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    );
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={stem}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{san}"),
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl req failed");
+    (cert, key)
+}
+
 async fn curl(args: &[&str]) -> String {
     let out = Command::new("curl")
         .args(args)
@@ -76,33 +115,7 @@ async fn h2c_request_with_prior_knowledge() {
 async fn h2_over_tls_with_sni_and_alpn() {
     let dir = std::env::temp_dir().join(format!("rouse-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=*.rouse.test",
-            "-addext",
-            "subjectAltName=DNS:*.rouse.test",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success(), "openssl req failed");
+    let (cert, key) = self_signed(&dir, "cert", "*.rouse.test");
     let tls = rouse_e2e::free_addr();
     let proxy_yaml = format!(
         "  tls:\n    listen: {tls}\n    certificates:\n      - cert: {}\n        key: {}\n        server_names: [\"*.rouse.test\"]\n",
@@ -226,4 +239,60 @@ async fn h2c_upstream_protocol_speaks_http2_to_the_app() {
         "{:?}",
         rouse.output()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certificate_files_are_served_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!("rouse-tls-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (old_cert, _) = self_signed(&dir, "live", "renew.rouse.test");
+    let (cert, key) = (dir.join("live.pem"), dir.join("live.key"));
+    let tls = rouse_e2e::free_addr();
+    let proxy_yaml = format!(
+        "  tls:\n    listen: {tls}\n    reload_interval_secs: 1\n    certificates:\n      - cert: {}\n        key: {}\n",
+        cert.display(),
+        key.display()
+    );
+    let rouse = Rouse::start_with(
+        &[App::hello("renew").hosts("renew.rouse.test")],
+        &proxy_yaml,
+    )
+    .await;
+    let resolve = format!("renew.rouse.test:{}:127.0.0.1", tls.port());
+    let url = format!("https://renew.rouse.test:{}/", tls.port());
+    let trusts = |ca: std::path::PathBuf| {
+        let (resolve, url) = (resolve.clone(), url.clone());
+        async move {
+            Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "--cacert"])
+                .arg(ca)
+                .args(["--resolve", &resolve, &url])
+                .status()
+                .await
+                .is_ok_and(|s| s.success())
+        }
+    };
+    let kept = dir.join("old.pem");
+    std::fs::copy(&old_cert, &kept).expect("keep old cert");
+    assert!(
+        trusts(kept.clone()).await,
+        "the first certificate is served"
+    );
+
+    // Renew: a new key pair lands on the same paths (each file replaced atomically).
+    let (new_cert, new_key) = self_signed(&dir, "next", "renew.rouse.test");
+    std::fs::rename(&new_key, &key).expect("replace key");
+    std::fs::rename(&new_cert, &cert).expect("replace cert");
+    let mut renewed = false;
+    for _ in 0..60 {
+        if trusts(cert.clone()).await {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(renewed, "the renewed certificate was not picked up");
+    assert!(!trusts(kept).await, "the old certificate is still served");
+    drop(rouse);
+    let _ = std::fs::remove_dir_all(&dir);
 }
