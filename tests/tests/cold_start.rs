@@ -30,6 +30,7 @@ async fn cold_request_wakes_the_app_which_starts_exactly_once() {
     let warm = rouse.get("hello.localhost", "/").await;
     assert_eq!(warm.status, 200);
     assert_eq!(warm.header("x-rouse-cold-start"), Some("false"));
+    rouse.settle().await;
     assert_eq!(
         rouse.count_output("hello-fn started"),
         1,
@@ -55,6 +56,7 @@ async fn five_hundred_concurrent_cold_requests_are_each_served_once_by_one_start
         "statuses: {:?}",
         responses.iter().map(|r| r.status).collect::<Vec<_>>()
     );
+    rouse.settle().await;
     assert_eq!(rouse.count_output("hello-fn started"), 1);
 
     // Each id reached the backend exactly once (the app logs every request).
@@ -139,10 +141,15 @@ async fn metrics_show_held_then_in_flight_during_a_cold_start() {
         m.contains("rouse_proxy_cold_starts_total{route=\"slow\"} 1"),
         "{m}"
     );
-    assert!(
-        m.contains("rouse_proxy_requests_in_flight{route=\"slow\"} 0"),
-        "{m}"
-    );
+    // The slot is returned in pingora's logging phase, just after the client has the answer.
+    rouse
+        .wait_for("in-flight back to 0", Duration::from_secs(2), || async {
+            rouse
+                .metric("rouse_proxy_requests_in_flight{route=\"slow\"}")
+                .await
+                == Some(0.0)
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,6 +184,7 @@ async fn crashed_replica_is_restarted_and_requests_held_meanwhile_are_served() {
             .any(|r| r.header("x-rouse-cold-start") == Some("true")),
         "no request was held while the replica restarted"
     );
+    rouse.settle().await;
     assert_eq!(rouse.count_output("hello-fn started"), 2, "restarted once");
     assert!(
         rouse

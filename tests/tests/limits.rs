@@ -36,9 +36,17 @@ async fn deadline_exceeded_gets_504_json() {
     let j = r.json();
     assert_eq!(j["route"], "sleepy");
     assert_eq!(j["reason"], "cold_start_timeout");
-    assert!(rouse.metrics().await.contains(
-        "rouse_proxy_rejections_total{reason=\"cold_start_timeout\",route=\"sleepy\"} 1"
-    ));
+    // Counted in pingora's logging phase, which may run just after the client has the answer.
+    rouse
+        .wait_for("the rejection metric", Duration::from_secs(2), || async {
+            rouse
+                .metric(
+                    "rouse_proxy_rejections_total{reason=\"cold_start_timeout\",route=\"sleepy\"}",
+                )
+                .await
+                == Some(1.0)
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,6 +193,7 @@ async fn a_held_request_whose_client_hangs_up_leaves_the_queue_and_is_never_forw
         rouse.get("patient.localhost", "/?later=1").await.status,
         200
     );
+    rouse.settle().await;
     assert_eq!(
         rouse.count_output("request GET /?abandoned=1"),
         0,

@@ -8,7 +8,6 @@ use futures::{SinkExt, StreamExt};
 use rouse_e2e::{App, Rouse};
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A self-signed P-256 certificate for `san` (a DNS name), written as `<stem>.pem`/`<stem>.key`.
 fn self_signed(
@@ -66,15 +65,7 @@ async fn curl(args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_the_proxy_from_cold() {
     let rouse = Rouse::start(&App::hello("ws").env("STARTUP_DELAY_MS", "200")).await;
-    let mut req = format!("ws://{}/ws", rouse.proxy)
-        .into_client_request()
-        .expect("ws request");
-    req.headers_mut()
-        .insert("host", "ws.localhost".parse().expect("host"));
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("websocket handshake");
-    assert_eq!(resp.status().as_u16(), 101);
+    let mut ws = rouse.open_ws("ws.localhost").await;
     for i in 0..10 {
         let text = format!("message {i}");
         ws.send(Message::text(text.clone())).await.expect("send");
@@ -233,6 +224,7 @@ async fn h2c_upstream_protocol_speaks_http2_to_the_app() {
     let rouse = Rouse::start(&App::hello("grpcish").with("upstream_protocol: h2c")).await;
     let r = rouse.get("grpcish.localhost", "/headers").await;
     assert_eq!(r.status, 200, "{}", r.text());
+    rouse.settle().await;
     assert_eq!(
         rouse.count_output("request GET /headers HTTP/2.0"),
         1,

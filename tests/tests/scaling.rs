@@ -6,7 +6,6 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use rouse_e2e::{App, Rouse};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Fast windows so tests take seconds: idle after 1 s.
 fn quick(name: &str) -> App {
@@ -36,29 +35,14 @@ async fn idle_app_scales_to_zero_after_scaledown_period_then_wakes_again() {
     let again = rouse.get("idle.localhost", "/").await;
     assert_eq!(again.status, 200);
     assert_eq!(again.header("x-rouse-cold-start"), Some("true"));
+    rouse.settle().await;
     assert_eq!(rouse.count_output("hello-fn started"), 2);
-}
-
-async fn open_ws(
-    rouse: &Rouse,
-    host: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut req = format!("ws://{}/ws", rouse.proxy)
-        .into_client_request()
-        .expect("ws request");
-    req.headers_mut()
-        .insert("host", host.parse().expect("host"));
-    let (ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("websocket through the proxy");
-    assert_eq!(resp.status().as_u16(), 101);
-    ws
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_websocket_keeps_the_app_up() {
     let rouse = Rouse::start(&quick("sticky")).await;
-    let mut ws = open_ws(&rouse, "sticky.localhost").await;
+    let mut ws = rouse.open_ws("sticky.localhost").await;
     // Three scale-down periods with no request, only the open stream.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(

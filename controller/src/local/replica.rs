@@ -15,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::config::ProcessSpec;
 use super::supervisor::AppHandle;
@@ -36,6 +37,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const HEALTHY_RESET: Duration = Duration::from_secs(30);
+/// Longest wait for a stopped replica's remaining output.
+const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 enum Outcome {
     /// Stopped because the supervisor asked.
@@ -51,7 +54,10 @@ pub async fn run(app: Arc<AppHandle>, id: String, mut stop: watch::Receiver<bool
         if *stop.borrow() {
             return;
         }
-        match run_once(&app, &id, &mut stop).await {
+        let mut pumps = Vec::new();
+        let outcome = run_once(&app, &id, &mut stop, &mut pumps).await;
+        flush_logs(&mut pumps).await;
+        match outcome {
             Outcome::Stopped => return,
             Outcome::Failed { ran_for } => {
                 app.metrics
@@ -116,7 +122,7 @@ fn set_parent_death_signal(cmd: &mut Command) {
 /// Copies a replica's output to Rouse's stdout, one prefixed line at a time. It never stops
 /// reading before the pipe closes (non-UTF-8 bytes are replaced, a closed stdout is ignored), so
 /// the app never blocks on, or dies of, a full or broken pipe.
-fn pump_logs<R: AsyncRead + Unpin + Send + 'static>(id: String, reader: R) {
+fn pump_logs<R: AsyncRead + Unpin + Send + 'static>(id: String, reader: R) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = BufReader::new(reader);
         let mut line = Vec::with_capacity(256);
@@ -131,7 +137,7 @@ fn pump_logs<R: AsyncRead + Unpin + Send + 'static>(id: String, reader: R) {
                 }
             }
         }
-    });
+    })
 }
 
 /// One HTTP/1.1 GET; ready means a 2xx status line.
@@ -178,7 +184,26 @@ async fn terminate(child: &mut Child, id: &str, grace: Duration) -> Option<ExitS
     }
 }
 
-async fn run_once(app: &AppHandle, id: &str, stop: &mut watch::Receiver<bool>) -> Outcome {
+/// Lets the log pumps forward a process's last lines (they end at EOF once it exited), so a
+/// replica's final words are not lost when Rouse exits right after stopping it. Bounded, in case a
+/// grandchild inherited the pipes.
+async fn flush_logs(pumps: &mut Vec<JoinHandle<()>>) {
+    let all = futures_join_all(std::mem::take(pumps));
+    let _ = tokio::time::timeout(LOG_FLUSH_TIMEOUT, all).await;
+}
+
+async fn futures_join_all(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+async fn run_once(
+    app: &AppHandle,
+    id: &str,
+    stop: &mut watch::Receiver<bool>,
+    pumps: &mut Vec<JoinHandle<()>>,
+) -> Outcome {
     let spec = &app.spec;
     let started = Instant::now();
     let failed = || Outcome::Failed {
@@ -203,10 +228,10 @@ async fn run_once(app: &AppHandle, id: &str, stop: &mut watch::Receiver<bool>) -
         .with_label_values(&[&spec.name])
         .inc();
     if let Some(out) = child.stdout.take() {
-        pump_logs(id.to_string(), out);
+        pumps.push(pump_logs(id.to_string(), out));
     }
     if let Some(err) = child.stderr.take() {
-        pump_logs(id.to_string(), err);
+        pumps.push(pump_logs(id.to_string(), err));
     }
     tracing::info!(replica = %id, %addr, pid = child.id().unwrap_or(0), "Replica starting.");
 
