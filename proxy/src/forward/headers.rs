@@ -24,23 +24,26 @@ pub struct Inbound<'a> {
     pub upgrade: bool,
 }
 
-/// Rewrites `req` in place for forwarding.
-pub fn prepare_upstream(
-    req: &mut RequestHeader,
-    inbound: &Inbound<'_>,
-) -> pingora_core::Result<()> {
-    // Headers named in `Connection` are hop-by-hop too.
-    let listed: Vec<HeaderName> = req
-        .headers
+/// Header names listed in `Connection`: hop-by-hop by declaration (RFC 9110 §7.6.1).
+fn connection_listed(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| !(inbound.upgrade && name == UPGRADE))
-        .collect();
-    for name in listed {
-        req.remove_header(&name);
+        .collect()
+}
+
+/// Rewrites `req` in place for forwarding.
+pub fn prepare_upstream(
+    req: &mut RequestHeader,
+    inbound: &Inbound<'_>,
+) -> pingora_core::Result<()> {
+    for name in connection_listed(&req.headers) {
+        if !(inbound.upgrade && name == UPGRADE) {
+            req.remove_header(&name);
+        }
     }
     for name in HOP_BY_HOP {
         req.remove_header(*name);
@@ -96,15 +99,7 @@ pub fn strip_response_hop_by_hop(resp: &mut pingora_http::ResponseHeader) {
     if resp.status.as_u16() == 101 {
         return;
     }
-    let listed: Vec<HeaderName> = resp
-        .headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
+    for name in connection_listed(&resp.headers) {
         resp.remove_header(&name);
     }
     for name in HOP_BY_HOP {

@@ -137,7 +137,8 @@ fn spawn_with_log(
     procs::spawn(cmd).with_context(|| format!("spawning {name}"))
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+/// Polls `check` every 50 ms until it holds, or fails after `timeout` naming `what`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

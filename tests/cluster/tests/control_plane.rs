@@ -28,19 +28,14 @@ where
     }
 }
 
-async fn wait_ok<F, Fut>(timeout: Duration, mut check: F) -> bool
+async fn wait_ok<F, Fut>(timeout: Duration, check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    rouse_testcluster::wait_until("", timeout, check)
+        .await
+        .is_ok()
 }
 
 fn object<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
