@@ -24,6 +24,22 @@ export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 export GOTOOLCHAIN=local
 
 log() { echo "[build-control-plane] $*" >&2; }
+
+# One build at a time per cache key (tests, `up` and CI may race to build the same thing).
+exec 9>"$CACHE_ROOT/$KEY.lock"
+flock 9
+
+# A module's download info, asked outside any wrapper module: inside one, a module replaced by a
+# directory (as k8s.io/kubernetes is, below) is not downloaded and prints nothing.
+module_field() { (cd "$CACHE_ROOT" && go mod download -json "$1") | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
+
+# Builds to a temporary name and renames, so a killed build never leaves a truncated binary that
+# a later run would take for a finished one.
+build_to() {
+  local out=$1 pkg=$2
+  timed "$(basename "$out")" go build -trimpath -ldflags='-s -w' -o "$out.partial" "$pkg"
+  mv "$out.partial" "$out"
+}
 timed() {
   local name=$1; shift
   local start=$SECONDS
@@ -46,7 +62,7 @@ if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x 
   cd "$mod"
   [[ -f go.mod ]] || go mod init rouse.invalid/kubebin >/dev/null 2>&1
   staging="v0.${K8S_VERSION#v1.}"
-  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  gomod=$(module_field "k8s.io/kubernetes@$K8S_VERSION" GoMod)
   replaces=()
   while read -r m; do
     replaces+=("-replace=$m=$m@$staging")
@@ -60,7 +76,9 @@ if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x 
   # disabled is built instead of the pristine module; nothing else changes.
   patched="$WORK/kubernetes-$K8S_VERSION-$PATCH_ID"
   if [[ ! -f "$patched/.patched" ]]; then
-    src=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    src=$(module_field "k8s.io/kubernetes@$K8S_VERSION" Dir)
+    # A copy from the read-only module cache keeps its 0555 directories: make them removable.
+    chmod -R u+w "$patched" 2>/dev/null || true
     rm -rf "$patched"
     cp -r "$src" "$patched"
     chmod -R u+w "$patched"
@@ -86,7 +104,7 @@ import (
 GO
   go mod tidy >/dev/null 2>&1 || go mod tidy
   for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
-    [[ -x "$BIN/$cmd" ]] || timed "$cmd" go build -trimpath -ldflags='-s -w' -o "$BIN/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+    [[ -x "$BIN/$cmd" ]] || build_to "$BIN/$cmd" "k8s.io/kubernetes/cmd/$cmd"
   done
 fi
 
@@ -106,19 +124,21 @@ package tools
 import _ "go.etcd.io/etcd/server/v3"
 GO
   go mod tidy >/dev/null 2>&1 || go mod tidy
-  timed etcd go build -trimpath -ldflags='-s -w' -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+  build_to "$BIN/etcd" go.etcd.io/etcd/server/v3
 fi
 
 # --- kwok ---------------------------------------------------------------------------------------
 if [[ ! -x "$BIN/kwok" ]]; then
-  timed kwok env GOBIN="$BIN" go install -trimpath -ldflags='-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  mkdir -p "$WORK/kwok-bin"
+  timed kwok env GOBIN="$WORK/kwok-bin" go install -trimpath -ldflags='-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  mv "$WORK/kwok-bin/kwok" "$BIN/kwok"
 fi
 
 # kwok's own "fast" stages (node ready, pod ready, pod delete) from the module just built; the
 # harness adds a start delay to pod-ready. Copied, not committed: they are kwok's files.
 STAGES="$CACHE_ROOT/$KEY/stages"
 if [[ ! -f "$STAGES/pod-ready.yaml" ]]; then
-  kwok_dir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  kwok_dir=$(module_field "sigs.k8s.io/kwok@$KWOK_VERSION" Dir)
   mkdir -p "$STAGES"
   cp "$kwok_dir/kustomize/stage/node/fast/node-initialize.yaml" \
      "$kwok_dir/kustomize/stage/pod/fast/pod-ready.yaml" \

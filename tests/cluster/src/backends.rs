@@ -63,8 +63,34 @@ fn behaviour(pod: &Pod) -> Behaviour {
     }
 }
 
+/// The pod IP range this supervisor serves (KWOK's `--cidr`); nothing outside it is bound, so a
+/// host-network pod (node IP 127.0.0.1) never takes a host port.
+#[derive(Clone, Copy, Debug)]
+pub struct PodRange {
+    base: u32,
+    mask: u32,
+}
+
+impl PodRange {
+    /// Parses `a.b.c.d/len` (IPv4 only, as KWOK is configured here).
+    pub fn parse(cidr: &str) -> Option<PodRange> {
+        let (ip, len) = cidr.split_once('/')?;
+        let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+        let len: u32 = len.parse().ok().filter(|l| *l <= 32)?;
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        Some(PodRange {
+            base: u32::from(ip) & mask,
+            mask,
+        })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        matches!(ip, IpAddr::V4(v4) if u32::from(v4) & self.mask == self.base)
+    }
+}
+
 /// The addresses a Ready pod should be served on, or none.
-fn wanted(pod: &Pod) -> Vec<SocketAddr> {
+fn wanted(pod: &Pod, range: PodRange) -> Vec<SocketAddr> {
     if pod.metadata.deletion_timestamp.is_some() {
         return vec![];
     }
@@ -83,8 +109,8 @@ fn wanted(pod: &Pod) -> Vec<SocketAddr> {
     else {
         return vec![];
     };
-    // Only ever serve (and so only ever invite traffic to) loopback.
-    if !ready || !ip.is_loopback() {
+    // Only ever serve (and so only ever invite traffic to) loopback, inside the pod range.
+    if !ready || !ip.is_loopback() || !range.contains(ip) {
         return vec![];
     }
     let mut ports: Vec<u16> = pod
@@ -103,12 +129,16 @@ fn wanted(pod: &Pod) -> Vec<SocketAddr> {
 }
 
 async fn serve(listener: tokio::net::TcpListener, name: String, behaviour: Arc<RwLock<Behaviour>>) {
+    // Connections belong to this task: when the pod goes away and the task is aborted, the set
+    // drops and aborts them, so no kept-alive connection keeps answering for a dead pod.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        while connections.try_join_next().is_some() {}
         let (name, behaviour) = (name.clone(), behaviour.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let svc = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
                 let b = behaviour.read().map(|b| b.clone()).unwrap_or_default();
                 let name = name.clone();
@@ -131,35 +161,63 @@ async fn serve(listener: tokio::net::TcpListener, name: String, behaviour: Arc<R
 
 async fn start(pod: &Pod, addrs: Vec<SocketAddr>) -> Option<Running> {
     let name = pod.name_any();
-    let behaviour = Arc::new(RwLock::new(behaviour(pod)));
-    let mut tasks = Vec::new();
+    let mut running = Running {
+        addrs: addrs.clone(),
+        behaviour: Arc::new(RwLock::new(behaviour(pod))),
+        tasks: Vec::new(),
+    };
     for addr in &addrs {
         match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => tasks.push(tokio::spawn(serve(l, name.clone(), behaviour.clone()))),
+            Ok(l) => running.tasks.push(tokio::spawn(serve(
+                l,
+                name.clone(),
+                running.behaviour.clone(),
+            ))),
             Err(e) => {
-                eprintln!("[testcluster] pod {name}: cannot serve {addr}: {e}");
+                // Dropping `running` aborts what already started; the next resync retries.
+                eprintln!("[testcluster] pod {name}: cannot serve {addr} yet: {e}");
                 return None;
             }
         }
     }
-    Some(Running {
-        addrs,
-        behaviour,
-        tasks,
-    })
+    Some(running)
 }
 
-/// Runs until the task is aborted: keeps one backend per Ready pod, cluster-wide.
-pub async fn run(client: Client) {
+/// How often pods whose backend could not start (address still in use) are retried.
+const RESYNC: Duration = Duration::from_millis(250);
+
+/// Runs until the task is aborted: keeps one backend per Ready pod in `range`, cluster-wide.
+pub async fn run(client: Client, range: PodRange) {
     let pods: Api<Pod> = Api::all(client);
     let mut running: HashMap<String, Running> = HashMap::new();
+    // Latest state of every pod, for retrying backends that failed to bind.
+    let mut known: HashMap<String, Pod> = HashMap::new();
     let mut init: Option<HashMap<String, Pod>> = None;
     let mut stream = watcher::watcher(pods, watcher::Config::default()).boxed();
-    while let Some(event) = stream.next().await {
+    let mut resync = tokio::time::interval(RESYNC);
+    loop {
+        let event = tokio::select! {
+            e = stream.next() => match e {
+                Some(e) => e,
+                None => return,
+            },
+            _ = resync.tick() => {
+                for (k, pod) in &known {
+                    if !running.contains_key(k) && !wanted(pod, range).is_empty() {
+                        reconcile(&mut running, pod, range).await;
+                    }
+                }
+                continue;
+            }
+        };
         match event {
-            Ok(Event::Apply(pod)) => reconcile(&mut running, &pod).await,
+            Ok(Event::Apply(pod)) => {
+                reconcile(&mut running, &pod, range).await;
+                known.insert(key(&pod), pod);
+            }
             Ok(Event::Delete(pod)) => {
                 running.remove(&key(&pod));
+                known.remove(&key(&pod));
             }
             Ok(Event::Init) => init = Some(HashMap::new()),
             Ok(Event::InitApply(pod)) => {
@@ -172,8 +230,9 @@ pub async fn run(client: Client) {
                 let seen = init.take().unwrap_or_default();
                 running.retain(|k, _| seen.contains_key(k));
                 for pod in seen.values() {
-                    reconcile(&mut running, pod).await;
+                    reconcile(&mut running, pod, range).await;
                 }
+                known = seen;
             }
             Err(e) => {
                 if crate::procs::EXITING.load(std::sync::atomic::Ordering::Acquire) {
@@ -191,9 +250,9 @@ fn key(pod: &Pod) -> String {
         .unwrap_or_else(|| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()))
 }
 
-async fn reconcile(running: &mut HashMap<String, Running>, pod: &Pod) {
+async fn reconcile(running: &mut HashMap<String, Running>, pod: &Pod, range: PodRange) {
     let k = key(pod);
-    let addrs = wanted(pod);
+    let addrs = wanted(pod, range);
     if addrs.is_empty() {
         running.remove(&k);
         return;
@@ -206,6 +265,8 @@ async fn reconcile(running: &mut HashMap<String, Running>, pod: &Pod) {
             return;
         }
         running.remove(&k);
+        // Let the aborted listener release its address before binding it again.
+        tokio::task::yield_now().await;
     }
     if let Some(r) = start(pod, addrs).await {
         running.insert(k, r);

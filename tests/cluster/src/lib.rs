@@ -107,6 +107,27 @@ pub fn binaries() -> anyhow::Result<&'static Path> {
     r.as_deref().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// Removes working directories left by test processes that no longer exist (killed by a signal,
+/// when neither `Drop` nor the exit hook ran).
+fn sweep_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("rouse-cluster-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn spawn_logged(dir: &Path, name: &'static str, cmd: Command) -> anyhow::Result<Component> {
     let program = PathBuf::from(cmd.get_program());
     let args: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_os_string()).collect();
@@ -187,7 +208,10 @@ impl TestCluster {
         let started = Instant::now();
         let dir = std::env::temp_dir().join(format!("rouse-cluster-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        sweep_stale_dirs();
         std::fs::create_dir_all(&dir)?;
+        // It holds the CA key and the admin token.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         procs::remove_at_exit(dir.clone());
         pki::generate(&dir)?;
         std::fs::write(
@@ -489,7 +513,7 @@ impl TestCluster {
             .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
         // The service-account controller creates `default`; pods need it to be admitted.
         let sas: Api<ServiceAccount> = Api::namespaced(self.client().await, &name);
-        let _ = wait_until("default ServiceAccount", Duration::from_secs(30), || {
+        wait_until("default ServiceAccount", Duration::from_secs(30), || {
             let sas = sas.clone();
             async move {
                 sas.list(&ListParams::default()).await.is_ok_and(|l| {
@@ -499,13 +523,20 @@ impl TestCluster {
                 })
             }
         })
-        .await;
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "namespace {name}: {e:#}\n{}",
+                self.log_tail("kube-controller-manager")
+            )
+        });
         name
     }
 
     fn start_backends(&mut self) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let kubeconfig = self.kubeconfig.clone();
+        let range = backends::PodRange::parse(&self.pod_cidr).context("pod CIDR")?;
         let handle = std::thread::Builder::new()
             .name("testcluster-backends".into())
             .spawn(move || {
@@ -530,7 +561,7 @@ impl TestCluster {
                         return;
                     };
                     tokio::select! {
-                        () = backends::run(client) => {}
+                        () = backends::run(client, range) => {}
                         _ = rx => {}
                     }
                 });

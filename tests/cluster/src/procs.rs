@@ -133,6 +133,11 @@ pub fn remove_at_exit(dir: PathBuf) {
 /// SIGTERM, then SIGKILL after `grace`; reaps the child.
 pub fn stop(child: &mut Child, grace: Duration) {
     if let Ok(pid) = i32::try_from(child.id()) {
+        // Once reaped, the pid may be reused by anyone: the exit hook must not kill it then.
+        CLEANUP
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|c| !matches!(c, Cleanup::Pid(p) if *p == pid));
         signal(pid, libc::SIGTERM);
     }
     let deadline = Instant::now() + grace;

@@ -95,15 +95,22 @@ async fn dump(client: &Client, ns: &str) -> String {
 
 /// Ready endpoint addresses of a Service, from its EndpointSlices.
 async fn ready_endpoints(client: &Client, ns: &str, service: &str) -> BTreeSet<String> {
+    endpoints(client, ns, service, true).await
+}
+
+/// Endpoint addresses of a Service from its EndpointSlices (only ready ones if `ready_only`).
+/// A failed list is a test failure, never "no endpoints".
+async fn endpoints(client: &Client, ns: &str, service: &str, ready_only: bool) -> BTreeSet<String> {
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
     let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
-    let Ok(list) = slices.list(&lp).await else {
-        return BTreeSet::new();
-    };
+    let list = slices
+        .list(&lp)
+        .await
+        .unwrap_or_else(|e| panic!("listing EndpointSlices: {e}"));
     list.items
         .iter()
         .flat_map(|s| s.endpoints.iter())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+        .filter(|e| !ready_only || e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
         .flat_map(|e| e.addresses.iter().cloned())
         .collect()
 }
@@ -181,7 +188,9 @@ async fn scaling_a_deployment_fills_its_endpointslice_with_serving_loopback_pods
         "no 2 ready endpoints after 30 s:\n{}",
         dump(&client, &ns).await
     );
-    println!("scale 0→2 to 2 ready endpoints: {:?}", started.elapsed());
+    let took = started.elapsed();
+    println!("scale 0→2 to 2 ready endpoints: {took:?}");
+    assert!(took < Duration::from_secs(10), "scale-up took {took:?}");
     let addrs = ready_endpoints(&client, &ns, "web").await;
     assert!(addrs.iter().all(|a| a.starts_with("127.")), "{addrs:?}");
 
@@ -220,9 +229,11 @@ async fn scaling_a_deployment_fills_its_endpointslice_with_serving_loopback_pods
         )
         .await
         .expect("patch /scale to 0");
-    wait("endpoints to vanish", Duration::from_secs(30), || async {
-        ready_endpoints(&client, &ns, "web").await.is_empty()
-    })
+    wait(
+        "every endpoint to leave the slice",
+        Duration::from_secs(30),
+        || async { endpoints(&client, &ns, "web", false).await.is_empty() },
+    )
     .await;
     for a in &addrs {
         let target = format!("{a}:8080");
@@ -410,9 +421,13 @@ async fn a_service_account_token_is_limited_to_its_role() {
 
     let reader = cluster.client_with_token(&token).await;
     let cms: Api<ConfigMap> = Api::namespaced(reader, &ns);
-    cms.list(&ListParams::default())
-        .await
-        .expect("list is allowed by the Role");
+    // The authorizer learns of a new Role and RoleBinding from its informers: allow it a moment.
+    wait(
+        "the Role to allow list",
+        Duration::from_secs(10),
+        || async { cms.list(&ListParams::default()).await.is_ok() },
+    )
+    .await;
     match cms
         .create(
             &PostParams::default(),
