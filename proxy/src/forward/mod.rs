@@ -92,9 +92,11 @@ fn request_host(req: &RequestHeader) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Bytes the request commits the proxy to carry: its head plus the declared body.
+/// Bytes the request commits the proxy to carry: its head plus the declared body. Runs on every
+/// request, so it measures without allocating.
 fn committed_bytes(req: &RequestHeader) -> u64 {
-    let head: usize = req.uri.to_string().len()
+    let target = req.raw_path().len() + req.uri.authority().map_or(0, |a| a.as_str().len());
+    let head: usize = target
         + req
             .headers
             .iter()
