@@ -54,6 +54,11 @@ pub async fn run<S: Scaler>(
         }
         match scaler.scale(&name, decision.desired).await {
             Ok(()) => {
+                // A wake's signal → scale latency, per wake (the histogram below aggregates it).
+                let wake_to_scale_us = match (woken_at, decision.reason) {
+                    (Some(at), Reason::Wake) => Some(at.elapsed().as_micros() as u64),
+                    _ => None,
+                };
                 tracing::info!(
                     target = %name,
                     from = current,
@@ -61,6 +66,7 @@ pub async fn run<S: Scaler>(
                     reason = decision.reason.as_str(),
                     held = obs.held,
                     in_flight = obs.in_flight,
+                    wake_to_scale_us,
                     "Scaled."
                 );
                 metrics

@@ -8,7 +8,7 @@
 //! ```
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Once};
@@ -20,14 +20,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// `target/<profile>/`, where cargo put this test's binary and the ones it runs.
+/// `target/<profile>/`, where cargo put this executable and the binaries it runs.
 pub fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    let exe = std::env::current_exe().expect("executable path");
+    // A test is target/<profile>/deps/<test>-<hash>; a binary (the load-test runner) is
+    // target/<profile>/<bin>.
+    let dir = exe.parent().expect("executable directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path to a workspace binary, built once per test process if missing or stale.
@@ -108,7 +111,9 @@ impl App {
         self
     }
 
+    /// Sets an environment variable of the app (replacing an earlier value).
     pub fn env(mut self, k: &str, v: &str) -> App {
+        self.env.retain(|(key, _)| key != k);
         self.env.push((k.into(), v.into()));
         self
     }
@@ -125,6 +130,31 @@ impl App {
             s.push_str(&format!("      {k}: \"{v}\"\n"));
         }
         s
+    }
+}
+
+/// How [`Rouse::launch`] starts Rouse.
+pub struct Launch<'a> {
+    pub apps: &'a [App],
+    /// Extra `proxy:` YAML lines, each indented by two spaces and ending in a newline.
+    pub proxy_extra: &'a str,
+    /// `ROUSE_LOG` filter.
+    pub log: &'a str,
+    /// Proxy worker threads.
+    pub threads: usize,
+    /// CPUs to pin Rouse and its apps to (`taskset -c` list), if any.
+    pub cpus: Option<&'a str>,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            apps: &[],
+            proxy_extra: "",
+            log: "info",
+            threads: 2,
+            cpus: None,
+        }
     }
 }
 
@@ -195,6 +225,24 @@ impl Rouse {
 
     /// [`Rouse::start_with`] with an explicit log filter.
     pub async fn start_with_log(apps: &[App], proxy_extra: &str, log: &str) -> Rouse {
+        Rouse::launch(Launch {
+            apps,
+            proxy_extra,
+            log,
+            ..Launch::default()
+        })
+        .await
+    }
+
+    /// Starts Rouse as `launch` describes and waits until it serves.
+    pub async fn launch(launch: Launch<'_>) -> Rouse {
+        let Launch {
+            apps,
+            proxy_extra,
+            log,
+            threads,
+            cpus,
+        } = launch;
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "rouse-e2e-{}-{}",
@@ -204,14 +252,23 @@ impl Rouse {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let (proxy, admin) = (free_addr(), free_addr());
         let mut yaml = format!(
-            "proxy:\n  listen: {proxy}\n  admin_listen: {admin}\n  threads: 2\n{proxy_extra}apps:\n"
+            "proxy:\n  listen: {proxy}\n  admin_listen: {admin}\n  threads: {threads}\n{proxy_extra}apps:\n"
         );
         for a in apps {
             yaml.push_str(&a.render());
         }
         let config = dir.join("rouse.yaml");
         std::fs::write(&config, &yaml).expect("write config");
-        let mut child = Command::new(bin("rouse"))
+        // `taskset` pins Rouse and, by inheritance, the apps it starts.
+        let mut cmd = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(bin("rouse"));
+                c
+            }
+            None => Command::new(bin("rouse")),
+        };
+        let mut child = cmd
             .args(["local", "--config"])
             .arg(&config)
             .env("ROUSE_LOG", log)

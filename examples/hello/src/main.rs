@@ -1,7 +1,8 @@
 //! `hello-fn`: a tiny HTTP "function" for the demo and the tests.
 //!
 //! Environment: `PORT` (required), `HOST` (default 127.0.0.1), `STARTUP_DELAY_MS` (time to
-//! "boot" before listening, modelling a cold start), `ROUSE_REPLICA` (name in answers),
+//! "boot" before listening, modelling a cold start), `START_GATE_FILE` (listen only once this
+//! file exists: lets a benchmark hold requests as long as it needs), `ROUSE_REPLICA` (name in answers),
 //! `LOG_REQUESTS=1` (one log line per request). Speaks HTTP/1.1 and h2c.
 //!
 //! Paths: `/` greeting · `/healthz` · `/sleep?ms=N` · `/echo` (streams the body back) ·
@@ -180,6 +181,12 @@ async fn main() {
         .and_then(|d| d.parse().ok())
         .unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(delay)).await;
+    // Benchmarks hold requests until they have measured the proxy, then let the app start.
+    if let Ok(gate) = std::env::var("START_GATE_FILE") {
+        while !std::path::Path::new(&gate).exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let addr: SocketAddr = match format!("{host}:{port}").parse() {
         Ok(a) => a,
         Err(e) => {
