@@ -84,13 +84,28 @@ pub fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// A party's processes (killed on drop) and the pids whose CPU and memory count as its cost.
+/// A party's processes and the pids whose CPU and memory count as its cost. Processes the party
+/// started are killed on drop, every one of them: nginx's workers outlive a killed master.
 pub struct Party {
     pub name: &'static str,
     pub addr: SocketAddr,
-    _child: Option<tokio::process::Child>,
+    child: Option<tokio::process::Child>,
     pids: Vec<u32>,
     _dir: Option<TempDir>,
+}
+
+impl Drop for Party {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            for pid in &self.pids {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
 }
 
 impl Party {
@@ -99,7 +114,7 @@ impl Party {
         Party {
             name: "direct",
             addr,
-            _child: None,
+            child: None,
             pids: Vec::new(),
             _dir: None,
         }
@@ -110,7 +125,7 @@ impl Party {
         Party {
             name,
             addr,
-            _child: None,
+            child: None,
             pids,
             _dir: None,
         }
@@ -218,7 +233,7 @@ pub async fn nginx(backend: SocketAddr, http2: bool, cpus: &str) -> anyhow::Resu
     Ok(Party {
         name: "nginx",
         addr: listen,
-        _child: Some(child),
+        child: Some(child),
         pids,
         _dir: Some(dir),
     })
@@ -254,8 +269,17 @@ pub async fn keda(
     backend: SocketAddr,
     host: &str,
     cpus: &str,
+    control_plane_cpus: &str,
 ) -> anyhow::Result<Keda> {
     let cluster = TestCluster::start(rouse_testcluster::Options::default())?;
+    // The control plane's background work (etcd compaction, controllers' resyncs) must not land
+    // on the measured CPU, for any party.
+    for pid in cluster.pids() {
+        let _ = Command::new("taskset")
+            .args(["-a", "-p", "-c", control_plane_cpus, &pid.to_string()])
+            .stdout(Stdio::null())
+            .status();
+    }
     let client = cluster.client().await;
     // The add-on's CRDs, exactly as its release ships them.
     let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -387,7 +411,7 @@ pub async fn keda(
         party: Party {
             name: "keda",
             addr,
-            _child: Some(child),
+            child: Some(child),
             pids: vec![pid],
             _dir: Some(dir),
         },

@@ -219,6 +219,8 @@ async fn main() {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                // Small h2 frames must not wait for the peer's delayed ACK (Nagle).
+                let _ = stream.set_nodelay(true);
                 let name = name.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(req, name.clone()));

@@ -20,6 +20,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         .env("LOG_REQUESTS", "0")
         .env("STARTUP_DELAY_MS", "300")
         .with("replicas: {min: 0, max: 1}")
+        // At most 1 000 in flight to the replica; the rest stay held and follow as capacity frees.
+        .with("endpoint_concurrency: 1000")
         .with("cold_start: {max_held_requests: 20000, hold_timeout_ms: 60000}");
     let rouse = Rouse::launch(Launch {
         apps: std::slice::from_ref(&app),
@@ -45,7 +47,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         "Method: `oha -n {n} -c {n}` (one connection per request, all opened at once) against a route \
          whose app is at zero replicas, at most one replica, 300 ms boot. Rouse holds the burst \
          (per-route and global caps raised to 20 000) and releases it to the single replica as \
-         it becomes ready, bounded by that replica's capacity. Peak RSS is the kernel's high-water mark \
+         it becomes ready, at most 1 000 in flight (`endpoint_concurrency: 1000`). Peak RSS is the kernel's high-water mark \
          (VmHWM) of the Rouse process."
     ));
     r.table(

@@ -54,6 +54,9 @@ async fn start(gate: &std::path::Path) -> Rouse {
         .env("LOG_REQUESTS", "0")
         .env("START_GATE_FILE", &gate.display().to_string())
         .with("replicas: {min: 0, max: 1}")
+        // Release at most 1 000 at a time to the fresh replica: unbounded, every held request
+        // would open its own upstream connection at once (and run into the open-file limit).
+        .with("endpoint_concurrency: 1000")
         .with("cold_start: {max_held_requests: 60000, max_held_bytes: 1073741824, hold_timeout_ms: 600000}");
     Rouse::launch(Launch {
         apps: std::slice::from_ref(&app),
@@ -200,7 +203,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
          before listening, so requests stay held as long as the measurement needs. Bodyless GETs are opened \
          in 20 steps; after each step the run waits until Rouse's `rouse_proxy_held_requests` gauge counts \
          them all and reads Rouse's RSS. Then the gate opens, the app starts once, and every request must \
-         answer 200. Per held request = (RSS with all held − idle RSS) / held. The HTTP/1.1 variant is capped \
+         answer 200; Rouse releases them 1 000 at a time (`endpoint_concurrency: 1000`). Per held request = (RSS with all held − idle RSS) / held. The HTTP/1.1 variant is capped \
          at {n1} requests: each is a socket in the client and in Rouse, and this machine's open-file limit is \
          {limit} per process (raising it needs CAP_SYS_RESOURCE, which this sandbox does not grant); the h2c \
          variant carries {n2} over {} connections.",

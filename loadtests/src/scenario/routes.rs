@@ -1,5 +1,5 @@
 //! Scenario 5 — many routes: lookup cost and full table rebuild at up to 10 000 routes, from the
-//! criterion micro-benchmark in `benches/routes.rs`.
+//! criterion micro-benchmark in `core/benches/routes.rs`.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -34,7 +34,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let _ = std::fs::remove_dir_all(&home);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = tokio::process::Command::new(cargo);
-    cmd.args(["bench", "-p", "rouse-loadtests", "--bench", "routes", "--"])
+    cmd.args(["bench", "-p", "rouse-core", "--bench", "routes", "--"])
         .env("CRITERION_HOME", &home)
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
@@ -90,7 +90,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
 
     let mut r = Report::new("routes", "Many routes: lookup and rebuild cost");
     r.para(
-        "Method: criterion micro-benchmark (`loadtests/benches/routes.rs`) on `rouse_core::RouteTable`, \
+        "Method: criterion micro-benchmark (`core/benches/routes.rs`) on `rouse_core::RouteTable`, \
          the table the proxy resolves every request against. Tables of 100 / 1 000 / 10  000 routes: 70 % \
          exact hosts, 20 % wildcard hosts, 10 % header-matched routes sharing one host, two path prefixes \
          each. Lookups use mid-table keys; *miss* is an unknown host; *normalize+exact* adds the per-request \

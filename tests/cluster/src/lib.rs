@@ -571,6 +571,16 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Process ids of the running components (benchmarks pin them away from measured CPUs).
+    pub fn pids(&self) -> Vec<u32> {
+        self.components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|c| c.child.id())
+            .collect()
+    }
+
     /// The last lines of a component's log, for error messages.
     pub fn log_tail(&self, name: &str) -> String {
         let text =

@@ -1,6 +1,6 @@
-//! Route lookup and table rebuild at 100, 1 000 and 10 000 routes (scenario 5). Run through
-//! `rouse-bench routes`, which reads criterion's estimates; or directly with
-//! `cargo bench -p rouse-loadtests --bench routes`.
+//! Route lookup and table rebuild at 100, 1 000 and 10 000 routes: the load tests' "many routes"
+//! scenario. Run through `rouse-bench routes` (loadtests/), which reads criterion's estimates, or
+//! directly with `cargo bench -p rouse-core --bench routes`.
 //!
 //! The table mixes what a multi-tenant cluster has: 70 % exact hosts with two path prefixes each,
 //! 20 % wildcard hosts, 10 % header-matched routes sharing a host.
