@@ -27,7 +27,7 @@ pub async fn run<S: Scaler>(
     let mut autoscaler = Autoscaler::new(policy);
     loop {
         let woken_at = tokio::select! {
-            () = target.demand.woken() => Some(Instant::now()),
+            at = target.demand.woken() => Some(at),
             () = tokio::time::sleep(tick) => None,
             _ = shutdown.changed() => return,
         };

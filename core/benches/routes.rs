@@ -9,8 +9,8 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rouse_core::{
-    HeaderMatch, HostPattern, PathPrefix, Route, RouteLimits, RouteTable, UpstreamProtocol,
-    normalize_path,
+    HeaderMatch, HostPattern, NoHeaders, PathPrefix, Route, RouteLimits, RouteTable,
+    UpstreamProtocol, normalize_path,
 };
 
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
@@ -51,17 +51,15 @@ fn lookup(c: &mut Criterion) {
         // Mid-table keys, so no lookup is lucky by position.
         let exact = format!("app{}.example.com", (n / 2) / 10 * 10 + 1);
         let wildcard = format!("a.b.tenant{}.example.com", (n / 2) / 10 * 10 + 7);
-        let tenant = format!("t{}", (n / 2) / 10 * 10 + 9);
+        let tenant_headers = [("x-tenant", format!("t{}", (n / 2) / 10 * 10 + 9))];
         let path = format!("/api/v{}/users/42", ((n / 2) / 10 * 10 + 1) % 3);
         let mut g = c.benchmark_group("lookup");
         g.bench_with_input(BenchmarkId::new("exact", n), &n, |b, _| {
-            b.iter(|| black_box(table.resolve(black_box(&exact), black_box(&path), |_, _| false)))
+            b.iter(|| black_box(table.resolve(black_box(&exact), black_box(&path), &NoHeaders)))
         });
         let wpath = format!("/api/v{}/x", ((n / 2) / 10 * 10 + 7) % 3);
         g.bench_with_input(BenchmarkId::new("wildcard", n), &n, |b, _| {
-            b.iter(|| {
-                black_box(table.resolve(black_box(&wildcard), black_box(&wpath), |_, _| false))
-            })
+            b.iter(|| black_box(table.resolve(black_box(&wildcard), black_box(&wpath), &NoHeaders)))
         });
         if n >= 10 {
             let hpath = format!("/api/v{}/x", ((n / 2) / 10 * 10 + 9) % 3);
@@ -70,16 +68,14 @@ fn lookup(c: &mut Criterion) {
                     black_box(table.resolve(
                         black_box("shared.example.com"),
                         black_box(&hpath),
-                        |name, value| name == "x-tenant" && value == tenant,
+                        &tenant_headers[..],
                     ))
                 })
             });
         }
         g.bench_with_input(BenchmarkId::new("miss", n), &n, |b, _| {
             b.iter(|| {
-                black_box(
-                    table.resolve(black_box("nope.example.org"), black_box("/"), |_, _| false),
-                )
+                black_box(table.resolve(black_box("nope.example.org"), black_box("/"), &NoHeaders))
             })
         });
         // What the proxy does per request: normalise the raw path, then resolve.
@@ -87,7 +83,7 @@ fn lookup(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("normalize+exact", n), &n, |b, _| {
             b.iter(|| {
                 let p = normalize_path(black_box(&raw));
-                black_box(table.resolve(black_box(&exact), &p, |_, _| false).is_some())
+                black_box(table.resolve(black_box(&exact), &p, &NoHeaders).is_some())
             })
         });
         g.finish();

@@ -93,6 +93,10 @@ pub struct Demand {
     requests_total: AtomicU64,
     /// Nanoseconds since `epoch` of the last start or finish; 0 = never.
     last_activity: AtomicU64,
+    /// When the oldest wake not yet seen by the controller was signalled (nanos since `epoch`,
+    /// 0 = none): the controller measures wake → scale from the held request, not from when its
+    /// task got to run.
+    wake_at: AtomicU64,
     wake: Notify,
 }
 
@@ -113,17 +117,23 @@ impl Default for Demand {
             in_flight: AtomicU64::new(0),
             requests_total: AtomicU64::new(0),
             last_activity: AtomicU64::new(0),
+            wake_at: AtomicU64::new(0),
             wake: Notify::new(),
         }
     }
 }
 
 impl Demand {
-    fn touch(&self) {
-        let nanos = u64::try_from(self.epoch.elapsed().as_nanos())
+    /// Nanoseconds since `epoch`, never 0 (0 means "unset" in the atomics).
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos())
             .unwrap_or(u64::MAX)
-            .max(1);
-        self.last_activity.store(nanos, Ordering::Relaxed);
+            .max(1)
+    }
+
+    fn touch(&self) {
+        self.last_activity
+            .store(self.now_nanos(), Ordering::Relaxed);
     }
 
     /// A request arrived for this target.
@@ -178,12 +188,20 @@ impl Demand {
     /// Asks the controller to look at this target now (a request is held). Never blocks; repeated
     /// calls before the controller wakes coalesce into one.
     pub fn wake(&self) {
+        let _ =
+            self.wake_at
+                .compare_exchange(0, self.now_nanos(), Ordering::AcqRel, Ordering::Acquire);
         self.wake.notify_one();
     }
 
-    /// Resolves when [`Demand::wake`] was called since the last time this resolved.
-    pub async fn woken(&self) {
-        self.wake.notified().await
+    /// Resolves when [`Demand::wake`] was called since the last time this resolved, with the
+    /// instant of the earliest of those calls.
+    pub async fn woken(&self) -> Instant {
+        self.wake.notified().await;
+        match self.wake_at.swap(0, Ordering::AcqRel) {
+            0 => Instant::now(),
+            nanos => self.epoch + Duration::from_nanos(nanos),
+        }
     }
 }
 
@@ -246,5 +264,25 @@ impl Target {
     /// Resolves when a slot may have freed (see [`Target::release`]).
     pub async fn capacity_freed(&self) {
         self.capacity.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn woken_reports_the_earliest_unseen_wake() {
+        let d = Demand::default();
+        let before_first = Instant::now();
+        d.wake();
+        let after_first = Instant::now();
+        d.wake(); // coalesces: the first instant is kept
+        let at = d.woken().await;
+        assert!(before_first <= at && at <= after_first);
+        // Seen: the next wake carries its own instant.
+        let before_next = Instant::now();
+        d.wake();
+        assert!(d.woken().await >= before_next);
     }
 }

@@ -151,9 +151,7 @@ pub fn handle(state: &ProxyState, method: &Method, path: &str, query: &str) -> R
                 .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
                 .collect();
             let snap = state.snapshot();
-            let m = snap.table.resolve(host, path, |n, v| {
-                headers.iter().any(|(hn, hv)| hn == n && hv == v)
-            });
+            let m = snap.table.resolve(host, path, headers.as_slice());
             let value = match m {
                 Some(m) => json!({
                     "matched": true,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use table::{Conflict, Match, RouteTable, normalize_path};
+pub use table::{Conflict, Match, NoHeaders, RequestHeaders, RouteTable, normalize_path};
 
 /// A single-value check that failed; names the offending value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

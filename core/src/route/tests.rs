@@ -19,12 +19,8 @@ fn route(name: &str, hosts: &[&str], paths: &[&str]) -> Route {
     }
 }
 
-fn no_headers(_: &str, _: &str) -> bool {
-    false
-}
-
 fn resolve<'a>(t: &'a RouteTable, host: &str, path: &str) -> Option<&'a str> {
-    t.resolve(host, path, no_headers)
+    t.resolve(host, path, &NoHeaders)
         .map(|m| m.route.name.as_str())
 }
 
@@ -131,9 +127,10 @@ fn header_matches_refine_a_prefix() {
     canary.headers = vec![HeaderMatch::new("X-Canary", "1").expect("header")];
     let (t, c) = RouteTable::build([route("stable", &["h"], &["/"]), canary]);
     assert!(c.is_empty());
-    let with = |n: &str, v: &str| n == "x-canary" && v == "1";
+    let with = [("x-canary", "1")];
     assert_eq!(
-        t.resolve("h", "/", with).map(|m| m.route.name.as_str()),
+        t.resolve("h", "/", &with[..])
+            .map(|m| m.route.name.as_str()),
         Some("canary")
     );
     assert_eq!(resolve(&t, "h", "/"), Some("stable"));
@@ -185,7 +182,7 @@ fn rewrite_applies_through_match() {
     let mut r = route("api", &["h"], &["/api"]);
     r.rewrite_prefix = Some(PathPrefix::parse("/").expect("prefix"));
     let (t, _) = RouteTable::build([r]);
-    let m = t.resolve("h", "/api/x", no_headers).expect("match");
+    let m = t.resolve("h", "/api/x", &NoHeaders).expect("match");
     assert_eq!(m.upstream_path("/api/x?y=1").as_deref(), Some("/x?y=1"));
 }
 
@@ -231,4 +228,60 @@ fn ten_thousand_routes_resolve() {
     assert!(c.is_empty());
     assert_eq!(resolve(&t, "app9999.example.com", "/x"), Some("r9999"));
     assert_eq!(resolve(&t, "app10000.example.com", "/x"), None);
+}
+
+#[test]
+fn header_index_keeps_priority_order() {
+    let h = |n: &str, v: &str| HeaderMatch::new(n, v).expect("header");
+    let mut tenant = route("tenant-a", &["h"], &["/"]);
+    tenant.headers = vec![h("x-tenant", "a")];
+    // Two headers rank before one; sorted, its first header is x-beta.
+    let mut beta = route("tenant-a-beta", &["h"], &["/"]);
+    beta.headers = vec![h("x-tenant", "a"), h("x-beta", "1")];
+    let (t, c) = RouteTable::build([
+        route("root", &["h"], &["/"]),
+        tenant,
+        beta,
+        route("api", &["h"], &["/api"]),
+    ]);
+    assert!(c.is_empty());
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 7] = [
+        ("/", &[], "root"),
+        ("/", &[("x-tenant", "a")], "tenant-a"),
+        ("/", &[("x-tenant", "a"), ("x-beta", "1")], "tenant-a-beta"),
+        ("/", &[("x-tenant", "b")], "root"),
+        ("/", &[("x-beta", "1")], "root"),
+        // A deeper prefix outranks header matches on a shallower one.
+        ("/api/x", &[("x-tenant", "a")], "api"),
+        // Any value of a repeated header counts.
+        ("/", &[("x-tenant", "b"), ("x-tenant", "a")], "tenant-a"),
+    ];
+    for (path, headers, want) in cases {
+        assert_eq!(
+            t.resolve("h", path, headers).map(|m| m.route.name.as_str()),
+            Some(want),
+            "{path} {headers:?}"
+        );
+    }
+}
+
+#[test]
+fn a_thousand_tenants_on_one_host_resolve_by_header() {
+    let routes = (0..1000).map(|i| {
+        let mut r = route(&format!("t{i}"), &["shared"], &["/"]);
+        r.headers = vec![HeaderMatch::new("x-tenant", &format!("{i}")).expect("header")];
+        r
+    });
+    let (t, c) = RouteTable::build(routes);
+    assert!(c.is_empty());
+    for i in [0, 499, 999] {
+        let headers = [("x-tenant", i.to_string())];
+        assert_eq!(
+            t.resolve("shared", "/", &headers[..])
+                .map(|m| m.route.name.clone()),
+            Some(format!("t{i}"))
+        );
+    }
+    assert!(t.resolve("shared", "/", &NoHeaders).is_none());
 }

@@ -15,6 +15,19 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
 ];
 
+/// A request's headers as route matching reads them. Values compare as bytes: any that are not
+/// UTF-8 cannot equal a configured (string) value and are skipped.
+pub struct Routing<'a>(pub &'a http::HeaderMap);
+
+impl rouse_core::RequestHeaders for Routing<'_> {
+    fn values(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.0
+            .get_all(name)
+            .iter()
+            .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
+    }
+}
+
 /// What the proxy knows about the inbound connection.
 pub struct Inbound<'a> {
     pub client: Option<IpAddr>,

@@ -142,12 +142,9 @@ impl ProxyHttp for Forwarder {
         let raw = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let normalized = normalize_path(raw);
         let path = normalized.split('?').next().unwrap_or("/");
-        let found = snapshot.table.resolve(&host, path, |name, value| {
-            req.headers
-                .get_all(name)
-                .iter()
-                .any(|v| v.as_bytes() == value.as_bytes())
-        });
+        let found = snapshot
+            .table
+            .resolve(&host, path, &headers::Routing(&req.headers));
         let Some(m) = found else {
             ctx.reason = Some(Reason::NoRoute);
             ctx.host = host;
