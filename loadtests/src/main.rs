@@ -69,8 +69,21 @@ impl Ctx {
     }
 }
 
+/// Raises this process's open-file limit to its hard limit: `held` and `burst` need one socket
+/// per request here and in Rouse, which inherits the limit.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        eprintln!("rouse-bench: cannot raise the open-file limit from {soft} to {hard}: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_open_file_limit();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = cli.out.unwrap_or_else(|| {
         if cli.smoke {
@@ -128,17 +141,22 @@ fn main() -> ExitCode {
     let mut summaries = Vec::new();
     for s in wanted {
         eprintln!("== {s:?}");
-        let result = runtime.block_on(async {
-            match s {
-                Scenario::Warm => scenario::warm::run(&ctx).await,
-                Scenario::Wake => scenario::wake::run(&ctx).await,
-                Scenario::Burst => scenario::burst::run(&ctx).await,
-                Scenario::Held => scenario::held::run(&ctx).await,
-                Scenario::Routes => scenario::routes::run(&ctx).await,
-                Scenario::Soak => scenario::soak::run(&ctx).await,
-                Scenario::Events => scenario::events::run(&ctx).await,
-            }
-        });
+        // The e2e harness panics on what it cannot do (start Rouse, get an answer); a panic
+        // fails this scenario, not the run.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(async {
+                match s {
+                    Scenario::Warm => scenario::warm::run(&ctx).await,
+                    Scenario::Wake => scenario::wake::run(&ctx).await,
+                    Scenario::Burst => scenario::burst::run(&ctx).await,
+                    Scenario::Held => scenario::held::run(&ctx).await,
+                    Scenario::Routes => scenario::routes::run(&ctx).await,
+                    Scenario::Soak => scenario::soak::run(&ctx).await,
+                    Scenario::Events => scenario::events::run(&ctx).await,
+                }
+            })
+        }))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked (message above)")));
         match result.and_then(|r| r.write(&ctx).map(|()| r)) {
             Ok(r) => {
                 println!("{}", r.summary);

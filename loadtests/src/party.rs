@@ -135,6 +135,14 @@ impl Party {
         self.pids.iter().map(|p| cpu_secs(*p)).sum()
     }
 
+    /// Whether every process counted for this party is still running (a dead one would read as
+    /// zero CPU and memory).
+    pub fn alive(&self) -> bool {
+        self.pids
+            .iter()
+            .all(|p| Path::new(&format!("/proc/{p}/stat")).exists())
+    }
+
     pub fn rss_kib(&self) -> u64 {
         self.pids.iter().map(|p| rss_kib(*p).0).sum()
     }
@@ -211,8 +219,14 @@ pub async fn nginx(backend: SocketAddr, http2: bool, cpus: &str) -> anyhow::Resu
     );
     let conf_path = dir.0.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
+    // /usr/sbin is not on a non-root user's PATH on Debian.
+    let program = if Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx"
+    } else {
+        "nginx"
+    };
     let child = tokio::process::Command::new("taskset")
-        .args(["-c", cpus, "nginx", "-c"])
+        .args(["-c", cpus, program, "-c"])
         .arg(&conf_path)
         .args(["-p"])
         .arg(&dir.0)
@@ -220,23 +234,36 @@ pub async fn nginx(backend: SocketAddr, http2: bool, cpus: &str) -> anyhow::Resu
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .context("starting nginx (apt-get install nginx-light)")?;
+        .context("starting nginx (apt-get install nginx)")?;
     let master = child.id().context("nginx pid")?;
+    let mut party = Party {
+        name: "nginx",
+        addr: listen,
+        child: Some(child),
+        pids: vec![master],
+        _dir: Some(dir),
+    };
+    // The worker does the proxying: it must be counted, and killed on drop (it outlives a
+    // killed master). From here on, an error drops `party` and takes the worker with it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let workers = children(master);
+        if !workers.is_empty() {
+            party.pids.extend(workers);
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("nginx started no worker within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     if http2 {
         // An h2c-only listener cannot be probed with HTTP/1.1; wait for it to accept.
         wait_accepting(listen, Duration::from_secs(10)).await?;
     } else {
         wait_serving(listen, "bench", Duration::from_secs(10)).await?;
     }
-    let mut pids = vec![master];
-    pids.extend(children(master));
-    Ok(Party {
-        name: "nginx",
-        addr: listen,
-        child: Some(child),
-        pids,
-        _dir: Some(dir),
-    })
+    Ok(party)
 }
 
 /// Waits until something accepts connections on `addr`.

@@ -119,18 +119,17 @@ fn default_failover_timeout() -> i32 {
     30
 }
 
-/// Replica bounds.
+/// Replica bounds (no schema minimum, as in KEDA; the controller reports impossible bounds).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct ReplicaStruct {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
     pub min: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
     pub max: Option<i32>,
 }
 
-/// The scaling metric: KEDA allows one per HTTPScaledObject.
+/// The scaling metric. KEDA's operator refuses both at reconcile time; Rouse refuses them at
+/// admission, so the mistake shows at `kubectl apply`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("!(has(self.concurrency) && has(self.requestRate))")
@@ -147,8 +146,7 @@ pub struct ScalingMetricSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ConcurrencyMetric {
     #[serde(default = "default_target_value")]
-    #[schemars(range(min = 1))]
-    pub target_value: i32,
+    pub target_value: i64,
 }
 
 /// Requests per second per replica, averaged over `window`.
@@ -156,15 +154,14 @@ pub struct ConcurrencyMetric {
 #[serde(rename_all = "camelCase")]
 pub struct RequestRateMetric {
     #[serde(default = "default_target_value")]
-    #[schemars(range(min = 1))]
-    pub target_value: i32,
+    pub target_value: i64,
     #[serde(default = "default_window")]
     pub window: String,
     #[serde(default = "default_granularity")]
     pub granularity: String,
 }
 
-fn default_target_value() -> i32 {
+fn default_target_value() -> i64 {
     100
 }
 fn default_window() -> String {
@@ -250,6 +247,7 @@ pub struct HTTPScaledObjectStatus {
     pub target_service: Option<String>,
     /// Ready, TargetFound, RouteConflict, ScalingActive (see [`crate::crd::conditions`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` the conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -193,6 +193,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     // Each HTTP/1.1 held request is a socket in this process and one in Rouse.
     let limit = nofile_limit();
     let n1 = ctx.pick(50_000usize.min(limit.saturating_sub(2_000)), 500);
+    anyhow::ensure!(
+        ctx.smoke || n1 >= 1_000,
+        "the open-file limit ({limit}) leaves room for only {n1} HTTP/1.1 held requests; raise it (ulimit -n)"
+    );
     let h2 = variant("h2c, 100 streams per connection", n2, true).await?;
     let h1 = variant("HTTP/1.1, one connection each", n1, false).await?;
     let vs = [&h2, &h1];
@@ -204,9 +208,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
          in 20 steps; after each step the run waits until Rouse's `rouse_proxy_held_requests` gauge counts \
          them all and reads Rouse's RSS. Then the gate opens, the app starts once, and every request must \
          answer 200; Rouse releases them 1 000 at a time (`endpoint_concurrency: 1000`). Per held request = (RSS with all held − idle RSS) / held. The HTTP/1.1 variant is capped \
-         at {n1} requests: each is a socket in the client and in Rouse, and this machine's open-file limit is \
-         {limit} per process (raising it needs CAP_SYS_RESOURCE, which this sandbox does not grant); the h2c \
-         variant carries {n2} over {} connections.",
+         at {n1} requests: each is a socket in the client and in Rouse, and the open-file limit here is \
+         {limit} per process (the runner raises its soft limit to the hard one; going beyond needs \
+         CAP_SYS_RESOURCE, which this sandbox does not grant); the h2c variant carries {n2} over {} connections.",
         n2.div_ceil(STREAMS_PER_CONN)
     ));
     r.table(

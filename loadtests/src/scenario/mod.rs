@@ -60,14 +60,28 @@ pub fn quantile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Microseconds since midnight UTC of a tracing line (`2026-11-28T15:21:41.640285Z ...`).
-pub fn time_of_day_us(line: &str) -> Option<u64> {
-    let t = line.split('T').nth(1)?.split('Z').next()?;
-    let mut parts = t.split(':');
-    let h: u64 = parts.next()?.parse().ok()?;
-    let m: u64 = parts.next()?.parse().ok()?;
-    let s: f64 = parts.next()?.parse().ok()?;
-    Some((h * 3600 + m * 60) * 1_000_000 + (s * 1e6).round() as u64)
+/// Unix microseconds of a tracing line's timestamp (`2026-11-28T15:21:41.640285Z ...`).
+pub fn unix_us(line: &str) -> Option<u64> {
+    let stamp = line.split_whitespace().next()?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut d = date.split('-');
+    let (y, mo, da): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let mut t = time.strip_suffix('Z')?.split(':');
+    let h: u64 = t.next()?.parse().ok()?;
+    let m: u64 = t.next()?.parse().ok()?;
+    let s: f64 = t.next()?.parse().ok()?;
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some((days * 86_400 + h * 3600 + m * 60) * 1_000_000 + (s * 1e6).round() as u64)
 }
 
 /// The value of `key=` in a log line.
@@ -85,7 +99,10 @@ mod tests {
         let l =
             "2026-11-28T01:02:03.000004Z  INFO rouse: Scaled. target=a wake_to_scale_us=41 held=1";
         assert_eq!(field(l, "wake_to_scale_us"), Some("41"));
-        assert_eq!(time_of_day_us(l), Some(3_723_000_004));
+        // 2026-11-28T01:02:03.000004Z: 20 785 days after the epoch.
+        assert_eq!(unix_us(l), Some((20_785 * 86_400 + 3_723) * 1_000_000 + 4));
+        assert_eq!(unix_us("1970-01-01T00:00:00.5Z x"), Some(500_000));
+        assert_eq!(unix_us("2000-03-01T00:00:00Z"), Some(951_868_800_000_000));
         assert_eq!(quantile(&[1.0, 2.0, 3.0], 0.5), 2.0);
         assert_eq!(quantile(&[], 0.5), 0.0);
     }

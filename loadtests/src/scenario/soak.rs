@@ -56,13 +56,23 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         Some(LOAD_CPU),
     );
     let mut slices = Vec::new();
+    let mut failure = None;
     for _ in 0..segments {
         let at = started.elapsed().as_secs_f64();
-        let o = oha::run(&ctx.tools.oha, &load).await?;
-        slices.push((at + segment_secs as f64 / 2.0, o));
+        match oha::run(&ctx.tools.oha, &load).await {
+            Ok(o) => slices.push((at + segment_secs as f64 / 2.0, o)),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
     }
+    // The sampler stops whatever happened, so it never outlives the scenario.
     stop.store(true, Ordering::Relaxed);
     let rss = sampler.await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     let requests: u64 = slices.iter().map(|(_, o)| o.requests).sum();
     let failed: u64 = slices.iter().map(|(_, o)| o.failed()).sum();
     // Flatness: RSS at the end vs after the first slice (warm caches, pools filled); p99 of the

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rouse_e2e::{App, Rouse};
 use serde_json::json;
 
-use super::{field, quantile, time_of_day_us};
+use super::{field, quantile, unix_us};
 use crate::Ctx;
 use crate::plot;
 use crate::report::{Report, verdict};
@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         .filter(|l| l.contains("Scaled.") && l.contains("wake_to_scale_us="))
         .filter_map(|l| {
             Some((
-                time_of_day_us(l)?,
+                unix_us(l)?,
                 field(l, "wake_to_scale_us")?.parse::<f64>().ok()?,
             ))
         })
@@ -52,14 +52,13 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let ready: Vec<u64> = out
         .iter()
         .filter_map(|l| field(l, "ready_unix_us")?.parse::<u64>().ok())
-        .map(|us| us % 86_400_000_000)
         .collect();
     let released: Vec<(u64, f64)> = out
         .iter()
         .filter(|l| l.contains("Held request released."))
         .filter_map(|l| {
             Some((
-                time_of_day_us(l)?,
+                unix_us(l)?,
                 field(l, "since_ready_us")?.parse::<f64>().ok()?,
             ))
         })

@@ -78,6 +78,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             open.duration = Some(Duration::from_secs(open_secs));
             let open = oha::run(&ctx.tools.oha, &open).await?;
             let cpu = p.cpu_secs() - cpu_before;
+            anyhow::ensure!(p.alive(), "{} exited during the {proto} runs", p.name);
             let cpu_ms_per_k =
                 (p.name != "direct" && open.requests > 0).then(|| cpu * 1e6 / open.requests as f64);
             eprintln!(
