@@ -53,6 +53,20 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Resident set of a process, (current VmRSS, peak VmHWM) in KiB; zeros if it is gone.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 /// A free loopback port for a listener Rouse will bind.
 ///
 /// Taken below the kernel's ephemeral range (32768+), from a per-process sequence, so it cannot
@@ -430,17 +444,7 @@ impl Rouse {
 
     /// Resident set of the Rouse process: (current, peak) in KiB.
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        rss_kib(self.pid())
     }
 
     /// Sends a signal to Rouse.

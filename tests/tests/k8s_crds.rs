@@ -12,42 +12,8 @@ use rouse_testcluster::TestCluster;
 
 const CRDS: &str = include_str!("../../manifests/crds/rouse.dev.yaml");
 
-/// The KEDA HTTP Add-on example manifest (every field), as a KEDA user has it.
-const KEDA_MANIFEST: &str = r#"
-apiVersion: http.keda.sh/v1alpha1
-kind: HTTPScaledObject
-metadata:
-  name: xkcd
-spec:
-  hosts: [myhost.com, "*.apps.example.com"]
-  pathPrefixes: [/test, /api]
-  headers:
-    - name: x-tenant
-      value: blue
-    - name: x-canary
-  scaleTargetRef:
-    name: xkcd
-    kind: Deployment
-    apiVersion: apps/v1
-    service: xkcd
-    port: 8080
-  coldStartTimeoutFailoverRef:
-    service: xkcd-fallback
-    portName: http
-  replicas:
-    min: 0
-    max: 10
-  scaledownPeriod: 120
-  initialCooldownPeriod: 30
-  scalingMetric:
-    requestRate:
-      granularity: 1s
-      targetValue: 100
-      window: 1m
-  timeouts:
-    conditionWait: 20s
-    responseHeader: 5s
-"#;
+/// The KEDA HTTP Add-on manifest (every field), as a KEDA user has it.
+const KEDA_MANIFEST: &str = include_str!("../../manifests/examples/keda-httpscaledobject.yaml");
 
 /// Applies the committed CRDs once per cluster and waits until they are served.
 async fn install_crds(cluster: &TestCluster) {

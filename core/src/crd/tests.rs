@@ -1,41 +1,8 @@
 use super::*;
 
 /// A KEDA HTTP Add-on manifest using every `HTTPScaledObject` field (http-add-on v0.15.0).
-pub const KEDA_MANIFEST: &str = r#"
-apiVersion: http.keda.sh/v1alpha1
-kind: HTTPScaledObject
-metadata:
-  name: xkcd
-spec:
-  hosts: [myhost.com, "*.apps.example.com"]
-  pathPrefixes: [/test, /api]
-  headers:
-    - name: x-tenant
-      value: blue
-    - name: x-canary
-  scaleTargetRef:
-    name: xkcd
-    kind: Deployment
-    apiVersion: apps/v1
-    service: xkcd
-    port: 8080
-  coldStartTimeoutFailoverRef:
-    service: xkcd-fallback
-    portName: http
-  replicas:
-    min: 0
-    max: 10
-  scaledownPeriod: 120
-  initialCooldownPeriod: 30
-  scalingMetric:
-    requestRate:
-      granularity: 1s
-      targetValue: 100
-      window: 1m
-  timeouts:
-    conditionWait: 20s
-    responseHeader: 5s
-"#;
+pub const KEDA_MANIFEST: &str =
+    include_str!("../../../manifests/examples/keda-httpscaledobject.yaml");
 
 #[test]
 fn committed_crd_yaml_matches_the_types() {

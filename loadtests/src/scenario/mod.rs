@@ -12,12 +12,31 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use rouse_e2e::Rouse;
+use rouse_e2e::{App, Launch, Rouse};
 
 /// The load generator's CPU.
 pub const LOAD_CPU: &str = "0";
 /// The system under test's CPU: the backend and the proxy in front of it.
 pub const SUT_CPU: &str = "1";
+
+/// Rouse serving one warm `hello-fn` replica (never scaled) as app `name`, pinned with its app
+/// to the measured CPU, one proxy worker; and that replica's address.
+pub async fn warm_rouse(name: &str) -> anyhow::Result<(Rouse, SocketAddr)> {
+    let app = App::hello(name)
+        .env("LOG_REQUESTS", "0")
+        .with("replicas: {min: 1, max: 1}")
+        .with("scaledown_period_secs: 86400");
+    let rouse = Rouse::launch(Launch {
+        apps: std::slice::from_ref(&app),
+        log: "warn",
+        threads: 1,
+        cpus: Some(SUT_CPU),
+        ..Launch::default()
+    })
+    .await;
+    let backend = backend_of(&rouse, name).await?;
+    Ok((rouse, backend))
+}
 
 /// The address of `route`'s first ready endpoint, as Rouse's admin API reports it.
 pub async fn backend_of(rouse: &Rouse, route: &str) -> anyhow::Result<SocketAddr> {

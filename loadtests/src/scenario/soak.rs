@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rouse_e2e::{App, Launch, Rouse};
 use serde_json::json;
 
 use super::{LOAD_CPU, SUT_CPU};
@@ -17,19 +16,7 @@ use crate::report::{Report, verdict};
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let (segments, segment_secs, rate) = ctx.pick((20u64, 30u64, 1000u32), (3, 1, 200));
-    let app = App::hello("soak")
-        .env("LOG_REQUESTS", "0")
-        .with("replicas: {min: 1, max: 1}")
-        .with("scaledown_period_secs: 86400");
-    let rouse = Rouse::launch(Launch {
-        apps: std::slice::from_ref(&app),
-        log: "warn",
-        threads: 1,
-        cpus: Some(SUT_CPU),
-        ..Launch::default()
-    })
-    .await;
-    super::backend_of(&rouse, "soak").await?;
+    let (rouse, _) = super::warm_rouse("soak").await?;
     let pid = rouse.pid();
     // RSS sampled every second, beside the load.
     let stop = Arc::new(AtomicBool::new(false));

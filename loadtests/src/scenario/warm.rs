@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use rouse_e2e::{App, Launch, Rouse};
 use serde_json::json;
 
-use super::{LOAD_CPU, SUT_CPU, backend_of, fmt_ms, fmt_rps};
+use super::{LOAD_CPU, SUT_CPU, fmt_ms, fmt_rps};
 use crate::Ctx;
 use crate::oha::{self, Load, Outcome};
 use crate::party::{self, Party};
@@ -31,19 +30,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let (interceptor, crds) = ctx.tools.keda.clone().map_err(anyhow::Error::msg)?;
     // Rouse owns the backend (one hello-fn replica, never scaled); every party forwards to that
     // same process. Rouse, the backend and each proxy share CPU 1; oha has CPU 0 to itself.
-    let app = App::hello("bench")
-        .env("LOG_REQUESTS", "0")
-        .with("replicas: {min: 1, max: 1}")
-        .with("scaledown_period_secs: 86400");
-    let rouse = Rouse::launch(Launch {
-        apps: std::slice::from_ref(&app),
-        log: "warn",
-        threads: 1,
-        cpus: Some(SUT_CPU),
-        ..Launch::default()
-    })
-    .await;
-    let backend = backend_of(&rouse, "bench").await?;
+    let (rouse, backend) = super::warm_rouse("bench").await?;
     // The control plane runs through every party's turn, so its background noise is common.
     let keda = party::keda(&interceptor, &crds, backend, HOST, SUT_CPU, LOAD_CPU).await?;
     if !ctx.smoke {
