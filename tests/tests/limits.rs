@@ -26,6 +26,36 @@ async fn unknown_host_gets_404_json_naming_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_routes_share_a_host_and_wake_only_their_app() {
+    let apps = [
+        App::hello("stable").hosts("shared.localhost"),
+        App::hello("canary")
+            .hosts("shared.localhost")
+            .with("headers: [{name: X-Canary}]"),
+        App::hello("blue")
+            .hosts("shared.localhost")
+            .with("headers: [{name: x-canary, value: blue}]"),
+    ];
+    let rouse = Rouse::start_with(&apps, "").await;
+    let curl = |headers: &'static [&'static str]| {
+        let url = format!("http://{}/", rouse.proxy);
+        async move {
+            let mut cmd = tokio::process::Command::new("curl");
+            cmd.args(["-s", "-H", "Host: shared.localhost"]);
+            for h in headers {
+                cmd.args(["-H", h]);
+            }
+            let out = cmd.arg(&url).output().await.expect("run curl");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    };
+    assert_eq!(curl(&["X-Canary: yes"]).await, "hello from canary-1\n");
+    assert_eq!(curl(&["X-Canary: blue"]).await, "hello from blue-1\n");
+    assert_eq!(curl(&[]).await, "hello from stable-1\n");
+    assert_eq!(rouse.count_output("hello-fn started"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_exceeded_gets_504_json() {
     let app = App::hello("sleepy")
         .env("STARTUP_DELAY_MS", "3000")

@@ -156,6 +156,8 @@ pub struct AppConfig {
     /// Path prefixes (segment-wise). Default `/`.
     #[serde(default)]
     pub paths: Vec<PathPrefix>,
+    /// Headers that must all match: `{name: x-tenant, value: blue}`, or `{name: x-canary}` for
+    /// "present with any value". A route with more (then more exact) header matches wins.
     #[serde(default)]
     pub headers: Vec<HeaderMatch>,
     /// Replaces the matched prefix before forwarding.

@@ -209,16 +209,44 @@ impl fmt::Display for PathPrefix {
     }
 }
 
-/// A request header that must be present with exactly this value (name case-insensitive).
+/// A request header a route requires: present with exactly `value`, or merely present when
+/// `value` is `None` (KEDA's presence match). Names are case-insensitive and kept lower-case;
+/// deserialising validates like [`HeaderMatch::new`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawHeaderMatch")]
 pub struct HeaderMatch {
     pub name: String,
-    pub value: String,
+    pub value: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderMatch {
+    name: String,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+impl TryFrom<RawHeaderMatch> for HeaderMatch {
+    type Error = RouteError;
+
+    fn try_from(raw: RawHeaderMatch) -> Result<Self, RouteError> {
+        HeaderMatch::build(&raw.name, raw.value)
+    }
 }
 
 impl HeaderMatch {
+    /// The header must carry exactly `value`.
     pub fn new(name: &str, value: &str) -> Result<Self, RouteError> {
+        HeaderMatch::build(name, Some(value.to_string()))
+    }
+
+    /// The header must be present, with any value.
+    pub fn present(name: &str) -> Result<Self, RouteError> {
+        HeaderMatch::build(name, None)
+    }
+
+    fn build(name: &str, value: Option<String>) -> Result<Self, RouteError> {
         let valid = !name.is_empty()
             && name
                 .bytes()
@@ -228,7 +256,7 @@ impl HeaderMatch {
         }
         Ok(HeaderMatch {
             name: name.to_ascii_lowercase(),
-            value: value.to_string(),
+            value,
         })
     }
 }

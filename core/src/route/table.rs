@@ -41,36 +41,46 @@ struct Candidate {
 
 #[derive(Debug, Default)]
 struct HostEntry {
-    /// Deepest prefix first, then most header matches, then declaration order.
+    /// Deepest prefix first, then most header matches, then most exact-value ones, then
+    /// declaration order.
     candidates: Vec<Candidate>,
     /// Indices of the candidates without header matches, in that order.
     plain: Vec<usize>,
-    /// Indices of the candidates with header matches, by their first (name, value) — headers
-    /// are sorted — so a lookup probes only the candidates whose first header the request
-    /// carries: a thousand tenants on one host cost one hash probe, not a thousand checks.
-    by_header: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// Indices of the candidates with header matches, by their first header (headers are
+    /// sorted), so a lookup probes only the candidates whose first header the request carries:
+    /// a thousand tenants on one host cost one hash probe, not a thousand checks.
+    by_header: HashMap<String, ByValue>,
+}
+
+/// Candidates whose first header has one name: by exact value, and presence-only ones.
+#[derive(Debug, Default)]
+struct ByValue {
+    exact: HashMap<String, Vec<usize>>,
+    present: Vec<usize>,
 }
 
 impl HostEntry {
     /// Sorts the candidates into priority order and builds the header index.
     fn finish(&mut self) {
         // Stable sort keeps declaration order among equals.
+        // As KEDA ranks them: deepest prefix, then most headers, then most exact-value headers.
+        let exact = |c: &Candidate| c.headers.iter().filter(|h| h.value.is_some()).count();
         self.candidates.sort_by(|a, b| {
             b.prefix
                 .depth()
                 .cmp(&a.prefix.depth())
                 .then(b.headers.len().cmp(&a.headers.len()))
+                .then(exact(b).cmp(&exact(a)))
         });
         for (i, c) in self.candidates.iter().enumerate() {
-            match c.headers.first() {
-                None => self.plain.push(i),
-                Some(h) => self
-                    .by_header
-                    .entry(h.name.clone())
-                    .or_default()
-                    .entry(h.value.clone())
-                    .or_default()
-                    .push(i),
+            let Some(h) = c.headers.first() else {
+                self.plain.push(i);
+                continue;
+            };
+            let by_value = self.by_header.entry(h.name.clone()).or_default();
+            match &h.value {
+                Some(v) => by_value.exact.entry(v.clone()).or_default().push(i),
+                None => by_value.present.push(i),
             }
         }
     }
@@ -249,9 +259,17 @@ impl RouteTable {
         let (pattern, entry) = self.host_entry(&host)?;
         let matches = |c: &Candidate| {
             c.prefix.matches(path)
-                && c.headers
-                    .iter()
-                    .all(|h| headers.values(&h.name).any(|v| v == h.value))
+                && c.headers.iter().all(|h| match &h.value {
+                    Some(want) => headers.values(&h.name).any(|v| v == want),
+                    None => headers.values(&h.name).next().is_some(),
+                })
+        };
+        // Lowest index of `list` that matches, if below `best`.
+        let probe = |list: &[usize], best: Option<usize>| {
+            list.iter()
+                .copied()
+                .take_while(|&i| best.is_none_or(|b| i < b))
+                .find(|&i| entry.candidates.get(i).is_some_and(matches))
         };
         // The first candidate in priority order that matches: the best plain one, then any
         // header candidate ranked before it that the request's headers select.
@@ -262,18 +280,15 @@ impl RouteTable {
                 .is_some_and(|c| c.prefix.matches(path))
         });
         for (name, by_value) in &entry.by_header {
+            let mut present = false;
             for value in headers.values(name) {
-                let Some(list) = by_value.get(value) else {
-                    continue;
-                };
-                let found = list
-                    .iter()
-                    .copied()
-                    .take_while(|&i| best.is_none_or(|b| i < b))
-                    .find(|&i| entry.candidates.get(i).is_some_and(matches));
-                if found.is_some() {
-                    best = found;
+                present = true;
+                if let Some(found) = by_value.exact.get(value).and_then(|l| probe(l, best)) {
+                    best = Some(found);
                 }
+            }
+            if present && let Some(found) = probe(&by_value.present, best) {
+                best = Some(found);
             }
         }
         let c = entry.candidates.get(best?)?;

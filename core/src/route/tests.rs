@@ -285,3 +285,30 @@ fn a_thousand_tenants_on_one_host_resolve_by_header() {
     }
     assert!(t.resolve("shared", "/", &NoHeaders).is_none());
 }
+
+#[test]
+fn a_header_without_a_value_matches_on_presence() {
+    let mut canary = route("canary", &["h"], &["/"]);
+    canary.headers = vec![HeaderMatch::present("X-Canary").expect("header")];
+    let mut blue = route("blue", &["h"], &["/"]);
+    blue.headers = vec![HeaderMatch::new("x-canary", "blue").expect("header")];
+    let (t, c) = RouteTable::build([route("stable", &["h"], &["/"]), canary, blue]);
+    assert!(c.is_empty(), "{c:?}");
+    let name = |h: &[(&str, &str)]| t.resolve("h", "/", h).map(|m| m.route.name.clone());
+    assert_eq!(name(&[("x-canary", "anything")]).as_deref(), Some("canary"));
+    assert_eq!(name(&[("x-canary", "")]).as_deref(), Some("canary"));
+    // An exact value outranks presence (as in KEDA), whatever the declaration order.
+    assert_eq!(name(&[("x-canary", "blue")]).as_deref(), Some("blue"));
+    assert_eq!(name(&[]).as_deref(), Some("stable"));
+}
+
+#[test]
+fn header_matches_deserialise_validated() {
+    let h: HeaderMatch = serde_yaml::from_str("{name: X-Tenant, value: a}").expect("valid");
+    assert_eq!(h, HeaderMatch::new("x-tenant", "a").expect("valid"));
+    let h: HeaderMatch = serde_yaml::from_str("{name: X-Canary}").expect("valid");
+    assert_eq!(h.value, None);
+    let err = serde_yaml::from_str::<HeaderMatch>("{name: 'bad name'}").expect_err("invalid");
+    assert!(err.to_string().contains("bad name"), "{err}");
+    assert!(serde_yaml::from_str::<HeaderMatch>("{name: a, vlaue: b}").is_err());
+}
