@@ -138,7 +138,6 @@ fn main() -> ExitCode {
         cli.scenarios
     };
     let mut failed = Vec::new();
-    let mut summaries = Vec::new();
     for s in wanted {
         eprintln!("== {s:?}");
         // The e2e harness panics on what it cannot do (start Rouse, get an answer); a panic
@@ -160,7 +159,6 @@ fn main() -> ExitCode {
         match result.and_then(|r| r.write(&ctx).map(|()| r)) {
             Ok(r) => {
                 println!("{}", r.summary);
-                summaries.push(r.summary);
             }
             Err(e) => {
                 println!("{s:?}: FAILED: {e:#}");
@@ -168,7 +166,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    if let Err(e) = report::write_index(&ctx, &summaries) {
+    if let Err(e) = report::write_index(&ctx) {
         eprintln!("rouse-bench: writing the index: {e:#}");
         return ExitCode::FAILURE;
     }

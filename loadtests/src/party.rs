@@ -97,7 +97,7 @@ impl Drop for Party {
 }
 
 impl Party {
-    /// A party that is only an address (the backend reached directly), costing the given pids.
+    /// A party that is only an address (the backend reached directly); no proxy cost to count.
     pub fn direct(addr: SocketAddr) -> Party {
         Party {
             name: "direct",

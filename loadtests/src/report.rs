@@ -81,7 +81,7 @@ pub fn verdict(met: bool) -> &'static str {
 
 /// `results/README.md`: every scenario's summary line, read back from the JSON reports present,
 /// so the index always matches the files beside it.
-pub fn write_index(ctx: &Ctx, _this_run: &[String]) -> anyhow::Result<()> {
+pub fn write_index(ctx: &Ctx) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for s in crate::Scenario::ALL {
         let name = format!("{s:?}").to_lowercase();

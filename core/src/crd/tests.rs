@@ -59,5 +59,8 @@ fn the_schema_carries_keda_validation_rules() {
     assert!(yaml.contains("!(has(self.concurrency) && has(self.requestRate))"));
     assert!(yaml.contains("x-kubernetes-list-map-keys"));
     assert!(yaml.contains("shortNames"));
-    assert!(yaml.contains("status: {}") || yaml.contains("status: {}\n"));
+    assert!(
+        yaml.contains("subresources:\n      status: {}"),
+        "status subresource"
+    );
 }
