@@ -4,6 +4,7 @@
 //! `tick` so the windows see regular samples. The policy itself is [`crate::scale`]; this loop
 //! only gathers inputs and applies outputs.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,33 +15,64 @@ use crate::platform::Scaler;
 use crate::scale::{Autoscaler, Observation, Policy, Reason};
 use crate::telemetry::ControllerMetrics;
 
-/// Runs until `shutdown` turns true.
-pub async fn run<S: Scaler>(
-    target: Arc<Target>,
+/// Where a target's demand comes from: the proxy's own [`Target`] in local mode, the sum over
+/// every proxy replica's feed on Kubernetes.
+pub trait DemandSource: Send + Sync + 'static {
+    /// The target's name (metric label, log field, platform key).
+    fn name(&self) -> &str;
+    /// Resolves when a request was held since the last call, with the instant of the first one.
+    fn woken(&self) -> impl Future<Output = Instant> + Send;
+    /// The demand now.
+    fn observe(&self) -> Observation;
+}
+
+impl DemandSource for Target {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn woken(&self) -> impl Future<Output = Instant> + Send {
+        self.demand.woken()
+    }
+
+    fn observe(&self) -> Observation {
+        let d = self.demand.snapshot();
+        Observation {
+            held: d.held,
+            in_flight: d.in_flight,
+            requests_total: d.requests_total,
+            last_activity: d.last_activity,
+        }
+    }
+}
+
+/// Runs until `shutdown` turns true. Decides once at start (a request may already be held when
+/// this loop takes over, e.g. on a new leader), then on every wake and every `tick`.
+pub async fn run<D: DemandSource, S: Scaler>(
+    source: Arc<D>,
     policy: Policy,
     scaler: Arc<S>,
     tick: Duration,
     metrics: ControllerMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let name = target.name.clone();
+    let name = source.name().to_string();
     let mut autoscaler = Autoscaler::new(policy);
+    let mut first = true;
     loop {
-        let woken_at = tokio::select! {
-            at = target.demand.woken() => Some(at),
-            () = tokio::time::sleep(tick) => None,
-            _ = shutdown.changed() => return,
+        let woken_at = if std::mem::take(&mut first) {
+            None
+        } else {
+            tokio::select! {
+                at = source.woken() => Some(at),
+                () = tokio::time::sleep(tick) => None,
+                _ = shutdown.changed() => return,
+            }
         };
         if *shutdown.borrow() {
             return;
         }
-        let d = target.demand.snapshot();
-        let obs = Observation {
-            held: d.held,
-            in_flight: d.in_flight,
-            requests_total: d.requests_total,
-            last_activity: d.last_activity,
-        };
+        let obs = source.observe();
         let current = match scaler.replicas(&name).await {
             Ok(n) => n,
             Err(e) => {

@@ -213,6 +213,9 @@ pub struct Target {
     endpoints: watch::Sender<Arc<EndpointSet>>,
     /// Signalled when an endpoint slot frees while requests are held for capacity.
     capacity: Notify,
+    /// Why the target cannot get endpoints at all (e.g. its Service does not exist): requests
+    /// are answered at once with this instead of being held for nothing.
+    unavailable: std::sync::Mutex<Option<Arc<str>>>,
 }
 
 impl Target {
@@ -222,7 +225,22 @@ impl Target {
             demand: Demand::default(),
             endpoints: watch::Sender::new(Arc::new(EndpointSet::default())),
             capacity: Notify::new(),
+            unavailable: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Platform side: marks the target as unable to get endpoints (`Some(why)`), or able again.
+    pub fn set_unavailable(&self, why: Option<String>) {
+        let mut slot = self.unavailable.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = why.map(Arc::from);
+    }
+
+    /// Why the target cannot get endpoints, if it cannot. Read only when no endpoint is ready.
+    pub fn unavailable(&self) -> Option<Arc<str>> {
+        self.unavailable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The ready endpoints now.

@@ -1,12 +1,14 @@
 //! The admin listener (never the public port): `/metrics`, `/livez`, `/readyz`, `/routes`,
-//! `/explain?host=&path=&header=name:value`, `/queues`.
+//! `/explain?host=&path=&header=name:value`, `/queues`, and on Kubernetes `/demand/stream`
+//! (see [`crate::demand`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -14,6 +16,7 @@ use rouse_core::normalize_path;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::demand::DemandFeed;
 use crate::state::ProxyState;
 
 type Body = Full<Bytes>;
@@ -178,8 +181,24 @@ pub fn handle(state: &ProxyState, method: &Method, path: &str, query: &str) -> R
     }
 }
 
-/// Serves the admin API on `listener` until the process exits.
-pub async fn serve(listener: std::net::TcpListener, state: Arc<ProxyState>) {
+/// `/demand/stream?interval_ms=N`: N clamped to 50..=60000, default 1000.
+fn stream_interval(query: &str) -> std::time::Duration {
+    let ms = query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| k == "interval_ms")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(1000)
+        .clamp(50, 60_000);
+    std::time::Duration::from_millis(ms)
+}
+
+/// Serves the admin API on `listener` until the process exits. `feed` enables
+/// `/demand/stream` (Kubernetes mode, where a separate controller reads it).
+pub async fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<ProxyState>,
+    feed: Option<DemandFeed>,
+) {
     let listener = match listener
         .set_nonblocking(true)
         .and_then(|()| TcpListener::from_std(listener))
@@ -199,14 +218,21 @@ pub async fn serve(listener: std::net::TcpListener, state: Arc<ProxyState>) {
             }
         };
         let state = state.clone();
+        let feed = feed.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let resp = handle(
-                    &state,
-                    req.method(),
-                    req.uri().path(),
-                    req.uri().query().unwrap_or(""),
-                );
+                let query = req.uri().query().unwrap_or("");
+                let resp: Response<BoxBody<Bytes, Infallible>> = match (&feed, req.uri().path()) {
+                    (Some(feed), "/demand/stream") if req.method() == Method::GET => {
+                        let body = feed.stream(state.clone(), stream_interval(query));
+                        Response::builder()
+                            .header("content-type", "application/x-ndjson")
+                            .header("cache-control", "no-store")
+                            .body(BodyExt::boxed(body))
+                            .unwrap_or_default()
+                    }
+                    _ => handle(&state, req.method(), req.uri().path(), query).map(BodyExt::boxed),
+                };
                 async move { Ok::<_, Infallible>(resp) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -3,14 +3,17 @@
 //!
 //! Where things are: [`forward`] (the request lifecycle, pingora phases), [`hold`] (the hold
 //! queue and its caps), [`balance`] (endpoint choice), [`state`] (everything shared), [`admin`]
-//! (metrics and introspection), [`tls`], [`drain`], [`config`] and [`server`] (assembly).
+//! (metrics and introspection), [`tls`], [`drain`], [`config`] and [`server`] (assembly); [`kubernetes`] feeds
+//! routes and endpoints from the API server and [`demand`] streams demand to the controller.
 
 pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod demand;
 pub mod drain;
 pub mod forward;
 pub mod hold;
+pub mod kubernetes;
 pub mod server;
 pub mod state;
 pub mod telemetry;

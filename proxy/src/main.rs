@@ -1,5 +1,6 @@
 //! `rouse`: the command-line entry point. Thin on purpose: parse flags, load config, run.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,6 +27,41 @@ enum Command {
     },
     /// Validate a local YAML file and exit: 0 if valid, 64 with every error otherwise.
     CheckConfig { config: PathBuf },
+    /// Run the proxy on Kubernetes: routes from HTTPScaledObjects, endpoints from the target
+    /// Services' EndpointSlices, demand streamed to `rouse-controller` (in-cluster config, or
+    /// KUBECONFIG).
+    Kubernetes(KubernetesArgs),
+}
+
+#[derive(clap::Args)]
+struct KubernetesArgs {
+    /// Public HTTP listener (HTTP/1.1 and h2c).
+    #[arg(long, env = "ROUSE_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Admin listener: /metrics, /livez, /readyz, /routes, /explain, /queues, /demand/stream.
+    #[arg(long, env = "ROUSE_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    admin_listen: SocketAddr,
+    /// Namespaces to watch, comma-separated; empty = all (needs cluster-wide read).
+    #[arg(long, env = "ROUSE_NAMESPACES", default_value = "")]
+    namespaces: String,
+    /// This replica's name in the demand feed (the pod name).
+    #[arg(long, env = "ROUSE_ID", default_value = "rouse-proxy")]
+    id: String,
+    /// Worker threads. Default: the number of CPUs.
+    #[arg(long, env = "ROUSE_THREADS")]
+    threads: Option<usize>,
+    /// Held requests at once, all routes together.
+    #[arg(long, env = "ROUSE_MAX_HELD_REQUESTS", default_value_t = 10_000)]
+    max_held_requests: u64,
+    /// Held bytes (heads + declared bodies) at once, all routes together.
+    #[arg(long, env = "ROUSE_MAX_HELD_BYTES", default_value_t = 256 * 1024 * 1024)]
+    max_held_bytes: u64,
+    /// Seconds held and in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "ROUSE_DRAIN_GRACE_SECS", default_value_t = 30)]
+    drain_grace_secs: u64,
+    /// Readiness fails this long before listeners close, so Services stop sending.
+    #[arg(long, env = "ROUSE_READINESS_DELAY_MS", default_value_t = 0)]
+    readiness_delay_ms: u64,
 }
 
 /// sysexits' EX_USAGE: bad configuration.
@@ -48,6 +84,7 @@ fn main() -> ExitCode {
         .init();
     let path = match &cli.command {
         Command::Local { config } | Command::CheckConfig { config } => config,
+        Command::Kubernetes(args) => return run_kubernetes(args),
     };
     let config = match rouse_proxy::config::load(path) {
         Ok(c) => c,
@@ -63,12 +100,37 @@ fn main() -> ExitCode {
             println!("{}: ok ({} apps)", path.display(), config.apps.len());
             ExitCode::SUCCESS
         }
-        Command::Local { .. } => match rouse_proxy::server::run_local(config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
+        Command::Local { .. } => exit_code(rouse_proxy::server::run_local(config)),
+        Command::Kubernetes(_) => unreachable!("handled above"),
+    }
+}
+
+fn run_kubernetes(args: &KubernetesArgs) -> ExitCode {
+    use rouse_proxy::config::{DrainConfig, ProxySettings};
+    let settings = ProxySettings {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        tls: None,
+        threads: args.threads,
+        max_held_requests: args.max_held_requests,
+        max_held_bytes: args.max_held_bytes,
+        drain: DrainConfig {
+            grace_secs: args.drain_grace_secs,
+            readiness_delay_ms: args.readiness_delay_ms,
         },
+    };
+    let scope = rouse_proxy::kubernetes::Scope::parse(&args.namespaces);
+    exit_code(rouse_proxy::server::run_kubernetes(
+        settings, scope, &args.id,
+    ))
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

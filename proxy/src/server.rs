@@ -1,6 +1,6 @@
 //! Assembly: the pingora server with the proxy service (HTTP + h2c, optional TLS with h2), and
-//! one background service for everything else (admin API, local platform, autoscalers,
-//! certificate reload, drain).
+//! one background service for everything else (admin API, the platform — local processes and
+//! autoscalers, or the Kubernetes watches and demand feed —, certificate reload, drain).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +16,12 @@ use rouse_controller::autoscale;
 use rouse_controller::local::LocalPlatform;
 use rouse_controller::telemetry::ControllerMetrics;
 
-use crate::config::LocalConfig;
+use crate::config::{LocalConfig, ProxySettings};
+use crate::demand::DemandFeed;
 use crate::drain::{DrainSignal, wait_drained};
 use crate::forward::Forwarder;
 use crate::hold::Caps;
+use crate::kubernetes::Scope;
 use crate::state::ProxyState;
 use crate::telemetry::Metrics;
 use crate::tls::{CertStore, Resolver};
@@ -27,12 +29,24 @@ use crate::tls::{CertStore, Resolver};
 /// pingora's wait after shutdown starts for runtimes to stop (explicit: its default is 5 s).
 const RUNTIME_SHUTDOWN_SECS: u64 = 5;
 
+/// Where routes and endpoints come from.
+enum Platform {
+    /// Apps are local processes; the controller runs in this process.
+    Local {
+        platform: Arc<LocalPlatform>,
+        config: LocalConfig,
+        controller_metrics: ControllerMetrics,
+    },
+    /// Routes and endpoints come from the API server; a separate controller reads the demand
+    /// feed and scales.
+    Kubernetes { scope: Scope, feed: DemandFeed },
+}
+
 /// Everything that is not the request path, run on its own runtime.
 struct ControlPlane {
     state: Arc<ProxyState>,
-    platform: Arc<LocalPlatform>,
-    config: LocalConfig,
-    controller_metrics: ControllerMetrics,
+    platform: Platform,
+    settings: ProxySettings,
     admin: std::sync::Mutex<Option<std::net::TcpListener>>,
     certs: Option<Arc<CertStore>>,
 }
@@ -41,10 +55,14 @@ struct ControlPlane {
 impl BackgroundService for ControlPlane {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let admin = self.admin.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let feed = match &self.platform {
+            Platform::Kubernetes { feed, .. } => Some(feed.clone()),
+            Platform::Local { .. } => None,
+        };
         if let Some(listener) = admin {
-            tokio::spawn(crate::admin::serve(listener, self.state.clone()));
+            tokio::spawn(crate::admin::serve(listener, self.state.clone(), feed));
         }
-        if let (Some(certs), Some(tls)) = (&self.certs, &self.config.proxy.tls) {
+        if let (Some(certs), Some(tls)) = (&self.certs, &self.settings.tls) {
             tokio::spawn(
                 certs
                     .clone()
@@ -52,33 +70,73 @@ impl BackgroundService for ControlPlane {
             );
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let platform = tokio::spawn(self.platform.clone().run(stop_rx.clone()));
-        for app in &self.config.apps {
-            tokio::spawn(autoscale::run(
-                self.state.target(&app.route.target),
-                app.policy.clone(),
-                self.platform.clone(),
-                app.tick,
-                self.controller_metrics.clone(),
-                stop_rx.clone(),
-            ));
-        }
+        let platform = match &self.platform {
+            Platform::Local {
+                platform,
+                config,
+                controller_metrics,
+            } => {
+                for app in &config.apps {
+                    tokio::spawn(autoscale::run(
+                        self.state.target(&app.route.target),
+                        app.policy.clone(),
+                        platform.clone(),
+                        app.tick,
+                        controller_metrics.clone(),
+                        stop_rx.clone(),
+                    ));
+                }
+                Some(tokio::spawn(platform.clone().run(stop_rx)))
+            }
+            Platform::Kubernetes { scope, feed } => {
+                let client = match kube::Client::try_default().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "No Kubernetes client (in-cluster or KUBECONFIG).");
+                        std::process::exit(1);
+                    }
+                };
+                tokio::spawn(crate::kubernetes::run(
+                    client,
+                    scope.clone(),
+                    self.state.clone(),
+                    feed.clone(),
+                ));
+                None
+            }
+        };
         let _ = shutdown.wait_for(|s| *s).await;
 
         // Listeners are closing. Let held and in-flight requests finish (apps stay up for them),
         // then stop the apps and leave without waiting out the rest of pingora's grace period.
-        let grace = self.config.proxy.grace();
+        let grace = self.settings.grace();
         let drained = wait_drained(&self.state, grace).await;
-        tracing::info!(
-            drained,
-            pending = self.state.pending(),
-            "Drain finished; stopping apps."
-        );
+        tracing::info!(drained, pending = self.state.pending(), "Drain finished.");
         stop_tx.send_replace(true);
-        let _ = platform.await;
+        if let Some(platform) = platform {
+            let _ = platform.await;
+        }
         tracing::info!("Shutdown complete.");
         std::process::exit(if drained { 0 } else { 1 });
     }
+}
+
+/// Builds and runs the proxy for Kubernetes: routes and endpoints from the API server (watch
+/// `scope`), demand streamed to the controller on the admin listener as replica `id`.
+pub fn run_kubernetes(settings: ProxySettings, scope: Scope, id: &str) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    let state = ProxyState::new(
+        Caps {
+            max_requests: settings.max_held_requests,
+            max_bytes: settings.max_held_bytes,
+        },
+        Metrics::new(registry),
+    );
+    let platform = Platform::Kubernetes {
+        scope,
+        feed: DemandFeed::new(id),
+    };
+    serve(settings, state, platform, 0)
 }
 
 /// Builds and runs the local all-in-one server. Returns only after a fast shutdown; a graceful
@@ -105,7 +163,30 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
             .collect(),
         controller_metrics.clone(),
     );
+    let max_stop_grace = config
+        .apps
+        .iter()
+        .map(|a| a.process.stop_grace)
+        .max()
+        .unwrap_or_default()
+        .max(Duration::from_secs(1));
+    let settings = config.proxy.clone();
+    let platform = Platform::Local {
+        platform,
+        config,
+        controller_metrics,
+    };
+    serve(settings, state, platform, 2 * max_stop_grace.as_secs())
+}
 
+/// The pingora server shared by both platforms. `stop_secs` is what the platform needs after the
+/// drain to stop its own workloads (local apps), added to pingora's grace bound.
+fn serve(
+    p: ProxySettings,
+    state: Arc<ProxyState>,
+    platform: Platform,
+    stop_secs: u64,
+) -> anyhow::Result<()> {
     let admin = std::net::TcpListener::bind(p.admin_listen)
         .map_err(|e| anyhow::anyhow!("admin listener {}: {e}", p.admin_listen))?;
     // Fail early and clearly if the public port is taken (pingora would panic later).
@@ -114,13 +195,6 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("listener {}: {e}", p.listen))?,
     );
 
-    let max_stop_grace = config
-        .apps
-        .iter()
-        .map(|a| a.process.stop_grace)
-        .max()
-        .unwrap_or_default()
-        .max(Duration::from_secs(1));
     let threads = p
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -132,7 +206,7 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
         // Upper bound only: the control plane exits as soon as the drain completes and the apps
         // stopped. It must outlast both, or pingora drops the control plane mid-stop: the drain,
         // then per replica up to `stop_grace` for its requests plus `stop_grace` after SIGTERM.
-        grace_period_seconds: Some(p.drain.grace_secs + 2 * max_stop_grace.as_secs() + 2),
+        grace_period_seconds: Some(p.drain.grace_secs + stop_secs + 2),
         graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_SECS),
         pid_file: std::env::temp_dir()
             .join(format!("rouse-{}.pid", std::process::id()))
@@ -184,14 +258,13 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
         ControlPlane {
             state: state.clone(),
             platform,
-            config: config.clone(),
-            controller_metrics,
+            settings: p.clone(),
             admin: std::sync::Mutex::new(Some(admin)),
             certs,
         },
     ));
 
-    tracing::info!(listen = %p.listen, admin = %p.admin_listen, tls = ?p.tls.as_ref().map(|t| t.listen), apps = config.apps.len(), "Rouse is up.");
+    tracing::info!(listen = %p.listen, admin = %p.admin_listen, tls = ?p.tls.as_ref().map(|t| t.listen), "Rouse is up.");
     server.run(RunArgs {
         shutdown_signal: Box::new(DrainSignal {
             state,

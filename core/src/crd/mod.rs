@@ -4,6 +4,7 @@
 
 pub mod conditions;
 mod http_scaled_object;
+mod route;
 
 pub use http_scaled_object::{
     ColdStartCaps, ColdStartTimeoutFailoverRef, ConcurrencyMetric, HTTPScaledObject,
@@ -11,6 +12,8 @@ pub use http_scaled_object::{
     Placeholder, ReplicaStruct, RequestRateMetric, RouseExtensions, ScaleTargetRef,
     ScalingMetricSpec,
 };
+
+pub use route::{claim_order, object_key, parse_go_duration, route_of};
 
 use kube::CustomResourceExt;
 

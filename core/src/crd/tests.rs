@@ -64,3 +64,109 @@ fn the_schema_carries_keda_validation_rules() {
         "status subresource"
     );
 }
+
+fn object(yaml_spec: &str) -> HTTPScaledObject {
+    serde_yaml::from_str(&format!(
+        "apiVersion: rouse.dev/v1alpha1\nkind: HTTPScaledObject\n\
+         metadata: {{name: shop, namespace: apps}}\nspec: {yaml_spec}\n"
+    ))
+    .expect("object parses")
+}
+
+#[test]
+fn go_durations_parse_like_keda_reads_them() {
+    use std::time::Duration;
+    assert_eq!(parse_go_duration("20s"), Ok(Duration::from_secs(20)));
+    assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+    assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+    for bad in ["", "20", "s", "1x", "-1s", "1m x"] {
+        assert!(parse_go_duration(bad).is_err(), "{bad:?} must be refused");
+    }
+}
+
+#[test]
+fn the_keda_manifest_becomes_a_route() {
+    let yaml = KEDA_MANIFEST.replace("http.keda.sh/v1alpha1", "rouse.dev/v1alpha1");
+    let o: HTTPScaledObject = serde_yaml::from_str(&yaml).expect("parses");
+    let r = route_of(&o).expect("valid");
+    assert_eq!(r.name, object_key(&o));
+    assert_eq!(r.target, r.name);
+    assert_eq!(r.hosts.len(), 2);
+    assert!(!r.path_prefixes.is_empty());
+    assert!(
+        r.headers.iter().any(|h| h.value.is_none()),
+        "presence match kept"
+    );
+}
+
+#[test]
+fn rouse_extensions_set_the_route_limits() {
+    let o = object(
+        "{hosts: [shop.example.com], scaleTargetRef: {service: shop, port: 80}, \
+         timeouts: {conditionWait: 7s}, \
+         rouse: {coldStart: {maxHeldRequests: 5, maxHeldBytes: 4096}, endpointConcurrency: 3, \
+         rewritePrefix: /v2}}",
+    );
+    let r = route_of(&o).expect("valid");
+    assert_eq!(r.name, "apps/shop");
+    assert_eq!(r.limits.max_held_requests, 5);
+    assert_eq!(r.limits.max_held_bytes, 4096);
+    assert_eq!(r.limits.hold_timeout, std::time::Duration::from_secs(7));
+    assert_eq!(r.limits.endpoint_concurrency, Some(3));
+    assert_eq!(
+        r.rewrite_prefix.map(|p| p.to_string()).as_deref(),
+        Some("/v2")
+    );
+    // holdTimeoutMs wins over KEDA's conditionWait.
+    let o = object(
+        "{scaleTargetRef: {service: shop, port: 80}, timeouts: {conditionWait: 7s}, \
+         rouse: {coldStart: {holdTimeoutMs: 1500}}}",
+    );
+    let r = route_of(&o).expect("valid");
+    assert_eq!(
+        r.limits.hold_timeout,
+        std::time::Duration::from_millis(1500)
+    );
+    assert_eq!(
+        r.hosts,
+        vec![crate::HostPattern::Any],
+        "no hosts = any host"
+    );
+}
+
+#[test]
+fn invalid_fields_are_all_reported_by_name() {
+    let o = object(
+        "{hosts: ['bad host'], pathPrefixes: [nope], headers: [{name: 'a b'}], \
+         scaleTargetRef: {service: shop, port: 80}, timeouts: {conditionWait: soon}}",
+    );
+    let errors = route_of(&o).expect_err("invalid");
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    for field in [
+        "spec.hosts",
+        "spec.pathPrefixes",
+        "spec.headers",
+        "spec.timeouts.conditionWait",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(field)),
+            "{field}: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn the_older_object_claims_first() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let mut old = object("{scaleTargetRef: {service: a, port: 80}}");
+    old.metadata.name = Some("z-old".into());
+    old.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().expect("ts")));
+    let mut new = object("{scaleTargetRef: {service: a, port: 80}}");
+    new.metadata.name = Some("a-new".into());
+    new.metadata.creation_timestamp = Some(Time("2026-02-01T00:00:00Z".parse().expect("ts")));
+    let mut order = vec![&new, &old];
+    claim_order(&mut order);
+    assert_eq!(order[0].metadata.name.as_deref(), Some("z-old"));
+}

@@ -136,7 +136,7 @@ impl ProxyHttp for Forwarder {
         let req = session.req_header();
         let Some(host) = request_host(req) else {
             ctx.reason = Some(Reason::BadRequest);
-            write_error(session, None, Reason::BadRequest, None, 0).await?;
+            write_error(session, None, Reason::BadRequest, None, 0, None).await?;
             return Ok(true);
         };
         let raw = req.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -148,13 +148,13 @@ impl ProxyHttp for Forwarder {
         let Some(m) = found else {
             ctx.reason = Some(Reason::NoRoute);
             ctx.host = host;
-            write_error(session, None, Reason::NoRoute, Some(&ctx.host), 0).await?;
+            write_error(session, None, Reason::NoRoute, Some(&ctx.host), 0, None).await?;
             return Ok(true);
         };
         let upstream_path = m.upstream_path(&normalized).unwrap_or(normalized);
         let Some(route) = snapshot.routes.get(&m.route.name).cloned() else {
             ctx.reason = Some(Reason::NoRoute);
-            write_error(session, None, Reason::NoRoute, Some(&host), 0).await?;
+            write_error(session, None, Reason::NoRoute, Some(&host), 0, None).await?;
             return Ok(true);
         };
         ctx.bytes = committed_bytes(req);
@@ -345,10 +345,23 @@ impl ProxyHttp for Forwarder {
             .as_ref()
             .map_or(1, |r| r.route.limits.retry_after_secs);
         let route = ctx.route.as_ref().map(|r| r.route.name.clone());
+        let detail = match reason {
+            Reason::TargetUnavailable => ctx.route.as_ref().and_then(|r| r.target.unavailable()),
+            _ => None,
+        };
         // This connection is not reused (see below): say so, so clients do not send the next
         // request on a socket about to close.
         session.set_keepalive(None);
-        if let Err(err) = write_error(session, route.as_deref(), reason, None, retry_after).await {
+        if let Err(err) = write_error(
+            session,
+            route.as_deref(),
+            reason,
+            None,
+            retry_after,
+            detail.as_deref(),
+        )
+        .await
+        {
             tracing::debug!(error = %err, "Error response not delivered.");
         }
         FailToProxy {

@@ -31,6 +31,9 @@ pub enum Reason {
     BadRequest,
     /// The client hung up while its request was held; nothing is sent (status 499 in metrics).
     ClientClosed,
+    /// The target cannot get endpoints at all (e.g. its Service does not exist); the body's
+    /// `detail` says why.
+    TargetUnavailable,
 }
 
 impl Reason {
@@ -47,6 +50,7 @@ impl Reason {
             Reason::UpstreamError => "upstream_error",
             Reason::BadRequest => "bad_request",
             Reason::ClientClosed => "client_closed",
+            Reason::TargetUnavailable => "target_unavailable",
         }
     }
 
@@ -57,7 +61,7 @@ impl Reason {
             | Reason::RouteBytesFull
             | Reason::GlobalQueueFull
             | Reason::GlobalBytesFull => 503,
-            Reason::NoEndpoint => 503,
+            Reason::NoEndpoint | Reason::TargetUnavailable => 503,
             Reason::ColdStartTimeout => 504,
             Reason::UpstreamUnreachable | Reason::UpstreamError => 502,
             Reason::BadRequest => 400,
@@ -87,6 +91,7 @@ impl Reason {
             Reason::UpstreamError => "the upstream failed",
             Reason::BadRequest => "the request is malformed or has no usable host",
             Reason::ClientClosed => "the client closed the connection while the request was held",
+            Reason::TargetUnavailable => "the target cannot get endpoints; see detail",
         }
     }
 }
@@ -100,6 +105,8 @@ struct ErrorBody<'a> {
     host: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after_secs: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
 }
 
 /// Renders the JSON error body (exposed for tests and the admin explain endpoint).
@@ -108,6 +115,7 @@ pub fn error_body(
     reason: Reason,
     host: Option<&str>,
     retry_after: Option<u32>,
+    detail: Option<&str>,
 ) -> Bytes {
     let body = ErrorBody {
         route,
@@ -115,17 +123,20 @@ pub fn error_body(
         message: reason.message(),
         host,
         retry_after_secs: retry_after,
+        detail,
     };
     Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()))
 }
 
-/// Writes the proxy's own answer. `host` is echoed only for `no_route` (JSON-escaped).
+/// Writes the proxy's own answer. `host` is echoed only for `no_route` (JSON-escaped); `detail`
+/// adds what only the platform knows (which Service is missing).
 pub async fn write_error(
     session: &mut Session,
     route: Option<&str>,
     reason: Reason,
     host: Option<&str>,
     retry_after_secs: u32,
+    detail: Option<&str>,
 ) -> pingora_core::Result<()> {
     let retry_after = reason.retry_after().then_some(retry_after_secs);
     let body = error_body(
@@ -133,6 +144,7 @@ pub async fn write_error(
         reason,
         host.filter(|_| reason == Reason::NoRoute),
         retry_after,
+        detail,
     );
     let mut resp = ResponseHeader::build(reason.status(), Some(5))?;
     resp.insert_header("content-type", "application/json")?;

@@ -112,6 +112,11 @@ pub async fn acquire(
         });
     }
 
+    // Nothing to wait for: the platform knows no endpoint can come (e.g. the Service is gone).
+    if target.endpoints().is_empty() && target.unavailable().is_some() {
+        return Err(Reason::TargetUnavailable);
+    }
+
     let _permit = match state.budget.try_admit(&route.held, route.caps(), bytes) {
         Ok(p) => p,
         // Only the proxy-wide cap can be full while this target has nobody queued; then a free

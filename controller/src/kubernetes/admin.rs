@@ -1,0 +1,101 @@
+//! The controller's admin listener: `/livez`, `/readyz`, `/metrics`, `/proxies` (replicas and
+//! whether their demand stream is connected) and `/demand?target=ns/name` (the summed input).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde_json::json;
+
+use super::demand::Aggregate;
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+fn handle(
+    registry: &Registry,
+    aggregate: &Aggregate,
+    path: &str,
+    query: &str,
+) -> Response<Full<Bytes>> {
+    let json_body = |v: serde_json::Value| {
+        respond(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_vec_pretty(&v).unwrap_or_default(),
+        )
+    };
+    match path {
+        "/livez" | "/readyz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+        "/metrics" => {
+            let mut out = Vec::new();
+            let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
+            respond(StatusCode::OK, "text/plain; version=0.0.4", out)
+        }
+        "/proxies" => json_body(json!({
+            "proxies": aggregate.proxies().into_iter().map(|(addr, name, connected)| json!({
+                "addr": addr.to_string(), "name": name, "connected": connected,
+            })).collect::<Vec<_>>()
+        })),
+        "/demand" => {
+            let target = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("target="))
+                .unwrap_or("")
+                .replace("%2F", "/")
+                .replace("%2f", "/");
+            let o = aggregate.observe(&target);
+            json_body(json!({
+                "target": target,
+                "held": o.held,
+                "in_flight": o.in_flight,
+                "requests_total": o.requests_total,
+                "idle_ms": o.last_activity.map(|t| t.elapsed().as_millis() as u64),
+            }))
+        }
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            br#"{"reason":"not_found","paths":["/livez","/readyz","/metrics","/proxies","/demand"]}"#.to_vec(),
+        ),
+    }
+}
+
+/// Serves until the process exits.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Registry,
+    aggregate: Arc<Aggregate>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (registry, aggregate) = (registry.clone(), aggregate.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let resp = handle(
+                    &registry,
+                    &aggregate,
+                    req.uri().path(),
+                    req.uri().query().unwrap_or(""),
+                );
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

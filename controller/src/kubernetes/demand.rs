@@ -1,0 +1,348 @@
+//! Demand from every proxy replica, summed per target: the controller's scaling input on
+//! Kubernetes. Each replica streams NDJSON lines from its admin port (`/demand/stream`, written
+//! by the proxy's `demand` module); this module reads the streams and owns the sums.
+//!
+//! Rules: a replica that *vanishes* (gone from the proxy Service's EndpointSlices) stops
+//! counting at once; one that is merely *unreachable* keeps its last report (a network blip must
+//! not zero the total and scale a busy target down), and is reconnected with backoff.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use http_body_util::{BodyExt, Empty};
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+use crate::autoscale::DemandSource;
+use crate::scale::Observation;
+
+/// One `demand` line of the feed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Line {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub target: String,
+    #[serde(default)]
+    pub held: u64,
+    #[serde(default)]
+    pub in_flight: u64,
+    #[serde(default)]
+    pub requests_total: u64,
+    #[serde(default)]
+    pub idle_ms: Option<u64>,
+    #[serde(default)]
+    pub wake: bool,
+    #[serde(default)]
+    pub proxy: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    held: u64,
+    in_flight: u64,
+    requests_total: u64,
+    last_activity: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct ProxyView {
+    name: Option<String>,
+    connected: bool,
+    reports: HashMap<String, Report>,
+}
+
+/// Wake signal of one target: same semantics as [`rouse_core::Demand::woken`].
+#[derive(Debug, Default)]
+struct Wake {
+    at: Mutex<Option<Instant>>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    proxies: HashMap<SocketAddr, ProxyView>,
+    /// Requests counted per target from report deltas: monotonic even when a replica goes away.
+    counted: HashMap<String, u64>,
+    wakes: HashMap<String, Arc<Wake>>,
+}
+
+/// The sums over all proxy replicas. Owned in one place; readers and autoscalers share an `Arc`.
+#[derive(Default)]
+pub struct Aggregate {
+    inner: Mutex<Inner>,
+}
+
+impl Aggregate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake_of(inner: &mut Inner, target: &str) -> Arc<Wake> {
+        inner.wakes.entry(target.to_string()).or_default().clone()
+    }
+
+    /// The replicas that exist now; the others' reports are dropped.
+    pub fn retain_proxies(&self, present: &HashSet<SocketAddr>) {
+        let mut inner = self.lock();
+        inner.proxies.retain(|addr, _| present.contains(addr));
+        for addr in present {
+            inner.proxies.entry(*addr).or_default();
+        }
+    }
+
+    /// Records one line from `proxy`, received at `now`.
+    pub fn record(&self, proxy: SocketAddr, line: &Line, now: Instant) {
+        let mut inner = self.lock();
+        let Some(view) = inner.proxies.get_mut(&proxy) else {
+            return; // vanished while its stream was still open
+        };
+        view.connected = true;
+        match line.kind.as_str() {
+            "hello" => view.name = line.proxy.clone(),
+            "demand" if !line.target.is_empty() => {
+                let report = Report {
+                    held: line.held,
+                    in_flight: line.in_flight,
+                    requests_total: line.requests_total,
+                    last_activity: line
+                        .idle_ms
+                        .and_then(|ms| now.checked_sub(Duration::from_millis(ms))),
+                };
+                // A replica's counter only grows; a smaller one means it restarted (count from 0).
+                let delta = match view.reports.get(&line.target) {
+                    Some(prev) if report.requests_total >= prev.requests_total => {
+                        report.requests_total - prev.requests_total
+                    }
+                    _ => report.requests_total,
+                };
+                view.reports.insert(line.target.clone(), report);
+                *inner.counted.entry(line.target.clone()).or_default() += delta;
+                if line.wake {
+                    let wake = Self::wake_of(&mut inner, &line.target);
+                    drop(inner);
+                    let mut at = wake.at.lock().unwrap_or_else(|p| p.into_inner());
+                    at.get_or_insert(now);
+                    drop(at);
+                    wake.notify.notify_one();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The stream of `proxy` broke: its last reports keep counting until it vanishes.
+    pub fn disconnected(&self, proxy: SocketAddr) {
+        if let Some(view) = self.lock().proxies.get_mut(&proxy) {
+            view.connected = false;
+        }
+    }
+
+    /// Summed demand of `target`.
+    pub fn observe(&self, target: &str) -> Observation {
+        let inner = self.lock();
+        let mut obs = Observation {
+            requests_total: inner.counted.get(target).copied().unwrap_or(0),
+            ..Observation::default()
+        };
+        for view in inner.proxies.values() {
+            if let Some(r) = view.reports.get(target) {
+                obs.held += r.held;
+                obs.in_flight += r.in_flight;
+                obs.last_activity = obs.last_activity.max(r.last_activity);
+            }
+        }
+        obs
+    }
+
+    /// `(address, name, connected)` of every known replica, for `/proxies` and logs.
+    pub fn proxies(&self) -> Vec<(SocketAddr, Option<String>, bool)> {
+        let inner = self.lock();
+        let mut out: Vec<_> = inner
+            .proxies
+            .iter()
+            .map(|(a, v)| (*a, v.name.clone(), v.connected))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A [`DemandSource`] for one target, for [`crate::autoscale::run`].
+    pub fn source(self: &Arc<Self>, target: &str) -> Arc<TargetDemand> {
+        let wake = Self::wake_of(&mut self.lock(), target);
+        Arc::new(TargetDemand {
+            aggregate: self.clone(),
+            name: target.to_string(),
+            wake,
+        })
+    }
+}
+
+/// One target's view of the [`Aggregate`].
+pub struct TargetDemand {
+    aggregate: Arc<Aggregate>,
+    name: String,
+    wake: Arc<Wake>,
+}
+
+impl DemandSource for TargetDemand {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn woken(&self) -> Instant {
+        self.wake.notify.notified().await;
+        self.wake
+            .at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(Instant::now)
+    }
+
+    fn observe(&self) -> Observation {
+        self.aggregate.observe(&self.name)
+    }
+}
+
+/// Reads one replica's feed into `aggregate` until aborted, reconnecting with backoff.
+pub async fn follow(aggregate: Arc<Aggregate>, proxy: SocketAddr, interval: Duration) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match read_stream(&aggregate, proxy, interval).await {
+            Ok(()) => tracing::info!(%proxy, "Demand stream ended; reconnecting."),
+            Err(e) => tracing::warn!(%proxy, error = %e, "Demand stream failed; reconnecting."),
+        }
+        aggregate.disconnected(proxy);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn read_stream(
+    aggregate: &Aggregate,
+    proxy: SocketAddr,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let stream = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(proxy),
+    )
+    .await??;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::get(format!(
+        "/demand/stream?interval_ms={}",
+        interval.as_millis()
+    ))
+    .header(http::header::HOST, proxy.to_string())
+    .body(Empty::<bytes::Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
+    anyhow::ensure!(resp.status().is_success(), "status {}", resp.status());
+    tracing::info!(%proxy, "Demand stream connected.");
+    let mut body = resp.into_body();
+    let mut buf = BytesMut::new();
+    // Silence longer than a few intervals means the replica is wedged: reconnect.
+    let stall = interval * 5 + Duration::from_secs(2);
+    loop {
+        let frame = match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => anyhow::bail!("no data for {stall:?}"),
+            Ok(None) => return Ok(()),
+            Ok(Some(frame)) => frame?,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        let now = Instant::now();
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let raw = buf.split_to(end + 1);
+            match serde_json::from_slice::<Line>(&raw[..end]) {
+                Ok(line) => aggregate.record(proxy, &line, now),
+                Err(e) => tracing::warn!(%proxy, error = %e, "Bad demand line skipped."),
+            }
+        }
+        if buf.remaining() > 1 << 20 {
+            anyhow::bail!("line longer than 1 MiB");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(target: &str, held: u64, in_flight: u64, total: u64, wake: bool) -> Line {
+        Line {
+            kind: "demand".into(),
+            target: target.into(),
+            held,
+            in_flight,
+            requests_total: total,
+            idle_ms: Some(0),
+            wake,
+            proxy: None,
+        }
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn replicas_sum_and_a_vanished_one_stops_counting() {
+        let a = Aggregate::default();
+        a.retain_proxies(&[addr(1), addr(2)].into());
+        let now = Instant::now();
+        a.record(addr(1), &line("ns/web", 2, 3, 10, false), now);
+        a.record(addr(2), &line("ns/web", 1, 4, 5, false), now);
+        let o = a.observe("ns/web");
+        assert_eq!((o.held, o.in_flight, o.requests_total), (3, 7, 15));
+
+        // Unreachable: keeps counting.
+        a.disconnected(addr(2));
+        assert_eq!(a.observe("ns/web").in_flight, 7);
+        // Vanished: gone from the sums, but requests already counted stay counted.
+        a.retain_proxies(&[addr(1)].into());
+        let o = a.observe("ns/web");
+        assert_eq!((o.held, o.in_flight, o.requests_total), (2, 3, 15));
+    }
+
+    #[test]
+    fn request_totals_count_deltas_and_survive_restarts() {
+        let a = Aggregate::default();
+        a.retain_proxies(&[addr(1)].into());
+        let now = Instant::now();
+        a.record(addr(1), &line("t", 0, 0, 10, false), now);
+        a.record(addr(1), &line("t", 0, 0, 12, false), now);
+        assert_eq!(a.observe("t").requests_total, 12);
+        a.record(addr(1), &line("t", 0, 0, 3, false), now); // replica restarted
+        assert_eq!(a.observe("t").requests_total, 15);
+    }
+
+    #[tokio::test]
+    async fn a_wake_line_wakes_the_target_with_its_arrival_instant() {
+        let a = Arc::new(Aggregate::default());
+        a.retain_proxies(&[addr(1)].into());
+        let source = a.source("t");
+        let at = Instant::now();
+        a.record(addr(1), &line("t", 1, 0, 1, true), at);
+        let woken = tokio::time::timeout(Duration::from_secs(1), source.woken())
+            .await
+            .expect("woken");
+        assert_eq!(woken, at);
+        assert_eq!(source.observe().held, 1);
+    }
+
+    #[test]
+    fn lines_from_unknown_replicas_are_ignored() {
+        let a = Aggregate::default();
+        a.record(addr(9), &line("t", 5, 0, 0, false), Instant::now());
+        assert_eq!(a.observe("t").held, 0);
+    }
+}

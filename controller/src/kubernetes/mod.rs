@@ -1,0 +1,228 @@
+//! The Kubernetes platform of the controller (`rouse-controller`): demand from every proxy
+//! replica ([`demand`]), leader election ([`lease`]), the `/scale` patcher ([`scaler`]), the
+//! object watcher that runs scaling loops and writes status ([`reconcile`]), and KEDA's
+//! external-push scaler API ([`external_scaler`]).
+
+pub mod admin;
+pub mod demand;
+pub mod external_scaler;
+pub mod lease;
+pub mod policy;
+pub mod reconcile;
+pub mod scaler;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::telemetry::ControllerMetrics;
+use demand::Aggregate;
+
+/// Which namespaces to watch: every one (needs cluster-wide read) or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Namespaces(Vec<String>),
+}
+
+impl Scope {
+    /// `""` = all namespaces; otherwise a comma-separated list.
+    pub fn parse(raw: &str) -> Scope {
+        let list: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if list.is_empty() {
+            Scope::All
+        } else {
+            Scope::Namespaces(list)
+        }
+    }
+
+    /// One `Api` per watched namespace (or one cluster-wide).
+    pub fn apis<K>(&self, client: &Client) -> Vec<Api<K>>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match self {
+            Scope::All => vec![Api::all(client.clone())],
+            Scope::Namespaces(list) => list
+                .iter()
+                .map(|ns| Api::namespaced(client.clone(), ns))
+                .collect(),
+        }
+    }
+}
+
+/// Where the proxy replicas are.
+#[derive(Debug, Clone)]
+pub enum Proxies {
+    /// Every endpoint of this Service's EndpointSlices, on the port named `port_name` (or the
+    /// only port). With `publishNotReadyAddresses`, draining replicas stay listed while they
+    /// still hold requests.
+    Service {
+        namespace: String,
+        name: String,
+        port_name: String,
+    },
+    /// A fixed list (out-of-cluster development).
+    Static(Vec<SocketAddr>),
+}
+
+/// Everything `rouse-controller` needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scope: Scope,
+    pub proxies: Proxies,
+    pub lease: lease::LeaseConfig,
+    /// How often proxies send full demand snapshots (wakes come at once regardless).
+    pub report_interval: Duration,
+    /// Autoscaling tick.
+    pub tick: Duration,
+}
+
+/// The addresses of the proxy replicas listed in `slices`.
+pub fn proxy_addresses(slices: &[Arc<EndpointSlice>], port_name: &str) -> HashSet<SocketAddr> {
+    let mut out = HashSet::new();
+    for slice in slices {
+        let ports = slice.ports.as_deref().unwrap_or_default();
+        let port = ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(port_name))
+            .or(if ports.len() == 1 {
+                ports.first()
+            } else {
+                None
+            })
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok());
+        let Some(port) = port else { continue };
+        for ep in &slice.endpoints {
+            // Terminating and not serving any more: its requests are done.
+            let c = ep.conditions.as_ref();
+            if c.and_then(|c| c.terminating) == Some(true)
+                && c.and_then(|c| c.serving) == Some(false)
+            {
+                continue;
+            }
+            if let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) {
+                out.insert(SocketAddr::new(ip, port));
+            }
+        }
+    }
+    out
+}
+
+/// Keeps one demand stream per proxy replica, following the replica set.
+pub async fn follow_proxies(
+    client: Client,
+    proxies: Proxies,
+    aggregate: Arc<Aggregate>,
+    interval: Duration,
+) {
+    let mut tasks: HashMap<SocketAddr, JoinHandle<()>> = HashMap::new();
+    let apply = |present: HashSet<SocketAddr>, tasks: &mut HashMap<SocketAddr, JoinHandle<()>>| {
+        aggregate.retain_proxies(&present);
+        tasks.retain(|addr, t| {
+            let keep = present.contains(addr);
+            if !keep {
+                tracing::info!(proxy = %addr, "Proxy replica gone; its demand no longer counts.");
+                t.abort();
+            }
+            keep
+        });
+        for addr in present {
+            tasks
+                .entry(addr)
+                .or_insert_with(|| tokio::spawn(demand::follow(aggregate.clone(), addr, interval)));
+        }
+    };
+    match proxies {
+        Proxies::Static(list) => {
+            apply(list.into_iter().collect(), &mut tasks);
+            futures::future::pending::<()>().await;
+        }
+        Proxies::Service {
+            namespace,
+            name,
+            port_name,
+        } => {
+            let api: Api<EndpointSlice> = Api::namespaced(client, &namespace);
+            let (store, writer): (Store<EndpointSlice>, _) = reflector::store();
+            let mut events = reflector::reflector(
+                writer,
+                watcher(
+                    api,
+                    watcher::Config::default()
+                        .labels(&format!("kubernetes.io/service-name={name}")),
+                ),
+            )
+            .default_backoff()
+            .boxed();
+            while let Some(e) = events.next().await {
+                match e {
+                    Err(e) => tracing::warn!(error = %e, "Proxy discovery watch failed; retrying."),
+                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                    Ok(_) => apply(proxy_addresses(&store.state(), &port_name), &mut tasks),
+                }
+            }
+        }
+    }
+}
+
+/// Runs the controller until `stop` turns true; returns after releasing the Lease.
+pub async fn run(
+    client: Client,
+    opts: Options,
+    metrics: ControllerMetrics,
+    aggregate: Arc<Aggregate>,
+    stop: watch::Receiver<bool>,
+) {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "rouse-controller".into(),
+            instance: Some(opts.lease.identity.clone()),
+        },
+    );
+    let scaler = Arc::new(scaler::KubeScaler::new(client.clone(), recorder.clone()));
+    tokio::spawn(follow_proxies(
+        client.clone(),
+        opts.proxies.clone(),
+        aggregate.clone(),
+        opts.report_interval,
+    ));
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &opts.lease.namespace);
+    let campaign = tokio::spawn(lease::campaign(
+        leases,
+        opts.lease.clone(),
+        leader_tx,
+        stop.clone(),
+    ));
+    let reconciler = reconcile::Reconciler {
+        client,
+        scope: opts.scope.clone(),
+        scaler,
+        aggregate,
+        metrics,
+        recorder,
+        tick: opts.tick,
+    };
+    reconciler.run(leader_rx, stop).await;
+    let _ = campaign.await;
+}

@@ -1,0 +1,131 @@
+//! The Kubernetes platform of the proxy (`rouse kubernetes`): routes from `HTTPScaledObject`s,
+//! endpoints from each target Service's EndpointSlices. The proxy never scales anything here: it
+//! streams demand and wakes to the controller (see [`crate::demand`]).
+//!
+//! State stays where it is in local mode ([`ProxyState`]); this module only feeds it. When the
+//! API server is unreachable the watches retry with backoff and the last table keeps routing.
+
+pub mod endpoints;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::Client;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use rouse_core::Route;
+use rouse_core::crd::{HTTPScaledObject, claim_order, object_key, route_of};
+use tokio::task::JoinHandle;
+
+pub use rouse_controller::kubernetes::Scope;
+
+use crate::demand::DemandFeed;
+use crate::state::ProxyState;
+use endpoints::{PortRef, ServiceRef};
+
+/// The endpoint source of one object's target.
+fn service_ref(o: &HTTPScaledObject) -> Option<ServiceRef> {
+    let r = &o.spec.scale_target_ref;
+    let port = match (r.port, &r.port_name) {
+        (Some(n), _) => PortRef::Number(n),
+        (None, Some(name)) => PortRef::Name(name.clone()),
+        (None, None) => return None,
+    };
+    Some(ServiceRef {
+        namespace: o.metadata.namespace.clone().unwrap_or_default(),
+        name: r.service.clone(),
+        port,
+    })
+}
+
+/// One running endpoint follower and wake forwarder per target.
+struct Follower {
+    svc: ServiceRef,
+    task: JoinHandle<()>,
+}
+
+/// Feeds `state` from the API server until the process exits.
+pub async fn run(client: Client, scope: Scope, state: Arc<ProxyState>, feed: DemandFeed) {
+    let mut stores: Vec<Store<HTTPScaledObject>> = Vec::new();
+    let mut streams = Vec::new();
+    for api in scope.apis::<HTTPScaledObject>(&client) {
+        let (store, writer) = reflector::store();
+        stores.push(store);
+        streams.push(
+            reflector::reflector(writer, watcher(api, watcher::Config::default()))
+                .default_backoff()
+                .boxed(),
+        );
+    }
+    let mut events = futures::stream::select_all(streams);
+    let mut followers: HashMap<String, Follower> = HashMap::new();
+    let mut last_routes: Option<Vec<Route>> = None;
+    let mut wakes: HashMap<String, JoinHandle<()>> = HashMap::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTPScaledObject watch failed; routing continues from the last table.");
+                continue;
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+            Ok(_) => {}
+        }
+        let all: Vec<Arc<HTTPScaledObject>> = stores.iter().flat_map(Store::state).collect();
+        let mut objects: Vec<&HTTPScaledObject> = all.iter().map(AsRef::as_ref).collect();
+        claim_order(&mut objects);
+
+        let mut routes = Vec::with_capacity(objects.len());
+        let mut wanted: HashMap<String, ServiceRef> = HashMap::new();
+        for o in &objects {
+            let key = object_key(o);
+            match route_of(o) {
+                Ok(route) => routes.push(route),
+                Err(errors) => {
+                    tracing::warn!(object = %key, ?errors, "HTTPScaledObject not routed.");
+                    continue;
+                }
+            }
+            if let Some(svc) = service_ref(o) {
+                wanted.insert(key, svc);
+            }
+        }
+
+        // Endpoint followers: start new, restart changed, stop removed.
+        followers.retain(|key, f| {
+            let keep = wanted.get(key) == Some(&f.svc);
+            if !keep {
+                f.task.abort();
+                let target = state.target(key);
+                target.set_endpoints(Vec::new());
+                target.set_unavailable(None);
+            }
+            keep
+        });
+        for (key, svc) in wanted {
+            if followers.contains_key(&key) {
+                continue;
+            }
+            let target = state.target(&key);
+            wakes
+                .entry(key.clone())
+                .or_insert_with(|| tokio::spawn(feed.clone().forward_wakes(target.clone())));
+            let task = tokio::spawn(endpoints::follow(client.clone(), svc.clone(), target));
+            followers.insert(key, Follower { svc, task });
+        }
+
+        if last_routes.as_ref() != Some(&routes) {
+            let count = routes.len();
+            let conflicts = state.set_routes(routes.clone());
+            for c in &conflicts {
+                tracing::warn!(conflict = %c, "Route refused: the older object keeps it.");
+            }
+            tracing::info!(
+                routes = count - conflicts.len(),
+                refused = conflicts.len(),
+                "Routing table updated."
+            );
+            last_routes = Some(routes);
+        }
+    }
+}
