@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use k8s::Env;
 use kube::api::{Api, DeleteParams};
-
-const _: Option<DeleteParams> = None;
 use rouse_core::crd::HTTPScaledObject;
 use serde_json::json;
 
@@ -108,4 +106,452 @@ async fn a_cold_request_wakes_the_deployment_and_200_concurrent_cold_requests_ne
         "one scale-up for 200 cold requests\n{}",
         env.logs()
     );
+}
+
+/// Runs `n` request loops against proxy `i` for `host` until `stop`; returns (ok, failed).
+fn load(
+    env: &Env,
+    i: usize,
+    host: &'static str,
+    n: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<(u64, u64, Vec<String>)>> {
+    (0..n)
+        .map(|_| {
+            let (http, addr, stop) = (env.http.clone(), env.proxies[i].listen, stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed, mut errors) = (0, 0, Vec::new());
+                while !*stop.borrow() {
+                    match k8s::get(&http, addr, "/", Some(host)).await {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        Ok(r) => {
+                            failed += 1;
+                            errors.push(format!("{} {}", r.status, r.body));
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            errors.push(e);
+                        }
+                    }
+                }
+                (ok, failed, errors)
+            })
+        })
+        .collect()
+}
+
+async fn totals(
+    tasks: Vec<tokio::task::JoinHandle<(u64, u64, Vec<String>)>>,
+) -> (u64, u64, Vec<String>) {
+    let mut out = (0, 0, Vec::new());
+    for t in tasks {
+        if let Ok((ok, failed, mut errors)) = t.await {
+            out.0 += ok;
+            out.1 += failed;
+            out.2.append(&mut errors);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_concurrency_scales_out_idle_scales_to_zero_and_one_request_wakes_it_again() {
+    let mut env = Env::new("scale").await;
+    env.start_proxy().await;
+    env.start_controller().await;
+    env.app(
+        "busy",
+        "busy.test",
+        "200ms",
+        json!({"scaledownPeriod": 2, "scalingMetric": {"concurrency": {"targetValue": 2}}}),
+    )
+    .await;
+    env.wait_routed("busy.test").await;
+    // Every answer takes 200 ms, so 12 loops keep ~12 requests in flight: 6 replicas' worth.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    deployments
+        .patch(
+            "busy",
+            &kube::api::PatchParams::apply("rouse-e2e-delay"),
+            &kube::api::Patch::Apply(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "busy"},
+                "spec": {"selector": {"matchLabels": {"app": "busy"}}, "template": {
+                    "metadata": {"labels": {"app": "busy"},
+                                 "annotations": {"rouse.dev/test-delay-ms": "200"}},
+                    "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]}}}
+            })),
+        )
+        .await
+        .expect("delay annotation");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = load(&env, 0, "busy.test", 12, stop_rx);
+    env.wait_replicas(
+        "busy",
+        "scale out under load",
+        Duration::from_secs(40),
+        |n| n >= 4,
+    )
+    .await;
+    // Sustained: the load goes on at N replicas.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_tx.send_replace(true);
+    let (ok, failed, errors) = totals(tasks).await;
+    println!(
+        "under load: {ok} ok, {failed} failed, replicas {}",
+        env.replicas("busy").await
+    );
+    assert_eq!(failed, 0, "{errors:?}");
+    assert!(ok > 50, "{ok}");
+
+    env.wait_replicas("busy", "idle to zero", Duration::from_secs(60), |n| n == 0)
+        .await;
+    let proxy_admin = env.proxies[0].admin;
+    let http = env.http.clone();
+    rouse_testcluster::wait_until("endpoints gone", Duration::from_secs(30), || {
+        let http = http.clone();
+        async move {
+            k8s::get(&http, proxy_admin, "/queues", None)
+                .await
+                .is_ok_and(|r| r.body.contains("\"endpoints\": []"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = env
+        .request(0, "busy.test", "/")
+        .await
+        .expect("single request after idle");
+    assert_eq!(r.status, 200, "{}\n{}", r.body, env.logs());
+    assert_eq!(
+        r.headers.get("x-rouse-cold-start").map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_aggregate_and_losing_one_mid_load_leaves_the_other_and_the_total_alone() {
+    let mut env = Env::new("pair").await;
+    env.start_proxy().await;
+    env.start_proxy().await;
+    env.start_controller().await;
+    env.app(
+        "pair",
+        "pair.test",
+        "100ms",
+        json!({"scalingMetric": {"concurrency": {"targetValue": 100}}}),
+    )
+    .await;
+    env.wait_routed("pair.test").await;
+    let pods: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    pods.patch(
+        "pair",
+        &kube::api::PatchParams::apply("rouse-e2e-delay"),
+        &kube::api::Patch::Apply(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pair"},
+            "spec": {"selector": {"matchLabels": {"app": "pair"}}, "template": {
+                "metadata": {"labels": {"app": "pair"}, "annotations": {"rouse.dev/test-delay-ms": "300"}},
+                "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]}}}
+        })),
+    )
+    .await
+    .expect("delay annotation");
+
+    let (stop_a, rx_a) = tokio::sync::watch::channel(false);
+    let (stop_b, rx_b) = tokio::sync::watch::channel(false);
+    let on_a = load(&env, 0, "pair.test", 4, rx_a);
+    let on_b = load(&env, 1, "pair.test", 3, rx_b);
+    // Both replicas' in-flight requests add up at the controller.
+    let start = Instant::now();
+    loop {
+        let d = env.controller_demand(0, "pair").await;
+        let in_flight = d["in_flight"].as_u64().unwrap_or(0) + d["held"].as_u64().unwrap_or(0);
+        if in_flight >= 6 {
+            println!("controller sums {in_flight} pending across two proxies");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "sum never reached 7: {d}\n{}",
+            env.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Kill proxy 0 (SIGKILL) mid-load. Its pod would still be listed until the kubelet notices:
+    // meanwhile the controller keeps its last report rather than dropping to zero.
+    env.proxies[0].proc.kill();
+    stop_a.send_replace(true);
+    let _ = totals(on_a).await;
+    for _ in 0..10 {
+        let d = env.controller_demand(0, "pair").await;
+        let pending = d["in_flight"].as_u64().unwrap_or(0) + d["held"].as_u64().unwrap_or(0);
+        assert!(pending >= 3, "the total must not drop to zero: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The replica vanishes from the Service: its share goes, proxy 1's stays.
+    env.unpublish_proxy(0).await;
+    let start = Instant::now();
+    loop {
+        let d = env.controller_demand(0, "pair").await;
+        let pending = d["in_flight"].as_u64().unwrap_or(0) + d["held"].as_u64().unwrap_or(0);
+        if (1..=3).contains(&pending) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "after removal: {d}\n{}",
+            env.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_b.send_replace(true);
+    let (ok, failed, errors) = totals(on_b).await;
+    assert_eq!(
+        failed, 0,
+        "requests on the surviving proxy were disturbed: {errors:?}"
+    );
+    assert!(ok > 5, "{ok}");
+    assert!(env.replicas("pair").await >= 1, "still scaled up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_when_the_leader_dies_and_held_requests_are_served() {
+    let mut env = Env::new("leader").await;
+    env.start_proxy().await;
+    env.start_controller().await;
+    env.start_controller().await;
+    env.app("lead", "lead.test", "200ms", json!({})).await;
+    env.wait_routed("lead.test").await;
+    let start = Instant::now();
+    let leader = loop {
+        if let Some(l) = env.leader().await {
+            break l;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no leader\n{}",
+            env.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (dead, standby) = if leader == env.controllers[0].id {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    // Let the standby's demand stream connect before the leader goes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.controllers[dead].proc.kill();
+    // Cold requests held while nobody leads: the standby must take the Lease and wake the app.
+    let killed = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (http, addr) = (env.http.clone(), env.proxies[0].listen);
+        tasks.push(tokio::spawn(async move {
+            k8s::get(&http, addr, &format!("/{i}"), Some("lead.test")).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if let Ok(Ok(r)) = t.await
+            && r.status == 200
+        {
+            ok += 1;
+        }
+    }
+    println!(
+        "20 held requests answered {:?} after the leader died",
+        killed.elapsed()
+    );
+    assert_eq!(ok, 20, "{}", env.logs());
+    assert_eq!(
+        env.leader().await.as_deref(),
+        Some(env.controllers[standby].id.as_str())
+    );
+    assert!(env.controllers[standby].proc.count("Became leader.") >= 1);
+    assert!(
+        env.controllers[standby].proc.count("reason=\"wake\"") >= 1,
+        "{}",
+        env.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_follow_updates_and_deletes_and_the_newer_of_two_claims_gets_route_conflict() {
+    let mut env = Env::new("routes").await;
+    env.start_proxy().await;
+    env.start_controller().await;
+    env.app("first", "shared.test", "100ms", json!({})).await;
+    env.wait_routed("shared.test").await;
+    env.wait_condition("first", "Ready", "True", "Reconciled")
+        .await;
+    // A second object claims the same host and path: it is refused and told why.
+    env.app("second", "shared.test", "100ms", json!({})).await;
+    env.wait_condition("second", "RouteConflict", "True", "HostPathTaken")
+        .await;
+    env.wait_condition("second", "Ready", "False", "HostPathTaken")
+        .await;
+    let (_, _, msg) = env.condition("second", "RouteConflict").await;
+    assert!(msg.contains("/first"), "names the winner: {msg}");
+    env.wait_condition("first", "RouteConflict", "False", "NoConflict")
+        .await;
+    let r = env.request(0, "shared.test", "/").await.expect("answered");
+    assert!(
+        r.body.starts_with("first-"),
+        "the older object keeps the route: {}",
+        r.body
+    );
+
+    // Update: the second object moves to its own host and starts working.
+    env.scaled_object("second", "second.test", json!({})).await;
+    env.wait_routed("second.test").await;
+    env.wait_condition("second", "Ready", "True", "Reconciled")
+        .await;
+    let r = env.request(0, "second.test", "/").await.expect("answered");
+    assert!(r.body.starts_with("second-"), "{}", r.body);
+
+    // Delete: the route goes.
+    let api: Api<HTTPScaledObject> = Api::namespaced(env.client.clone(), &env.ns);
+    api.delete("second", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let start = Instant::now();
+    loop {
+        let r = env.request(0, "second.test", "/").await.expect("answered");
+        if r.status == 404 {
+            assert!(r.body.contains("no_route"), "{}", r.body);
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "route not removed: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_target_service_is_reported_and_requests_get_a_json_503_naming_it() {
+    let mut env = Env::new("nosvc").await;
+    env.start_proxy().await;
+    env.start_controller().await;
+    env.scaled_object("ghost", "ghost.test", json!({})).await;
+    env.wait_routed("ghost.test").await;
+    env.wait_condition("ghost", "TargetFound", "False", "ServiceNotFound")
+        .await;
+    let (_, _, msg) = env.condition("ghost", "TargetFound").await;
+    assert!(msg.contains(&format!("{}/ghost", env.ns)), "{msg}");
+    let start = Instant::now();
+    let r = loop {
+        let r = env.request(0, "ghost.test", "/").await.expect("answered");
+        if r.status == 503 || start.elapsed() > Duration::from_secs(10) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(r.status, 503, "{}", r.body);
+    let body: serde_json::Value = serde_json::from_str(&r.body).expect("JSON body");
+    assert_eq!(body["reason"], "target_unavailable");
+    assert_eq!(body["route"], format!("{}/ghost", env.ns));
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("{}/ghost", env.ns))),
+        "{body}"
+    );
+    assert!(r.headers.get("retry-after").is_some());
+    // Events tell the same story.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let list = events.list(&Default::default()).await.expect("events");
+    assert!(
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ServiceNotFound")),
+        "{:?}",
+        list.items
+            .iter()
+            .map(|e| e.reason.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpa_on_the_same_workload_is_detected_and_reported() {
+    let mut env = Env::new("hpa").await;
+    env.start_proxy().await;
+    env.start_controller().await;
+    env.app("owned", "owned.test", "100ms", json!({})).await;
+    env.wait_condition("owned", "ScalingActive", "True", "Scaling")
+        .await;
+    let hpas: Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    hpas.patch(
+        "owned",
+        &kube::api::PatchParams::apply("rouse-e2e"),
+        &kube::api::Patch::Apply(json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "owned"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "owned"},
+                     "minReplicas": 1, "maxReplicas": 3}
+        })),
+    )
+    .await
+    .expect("hpa");
+    env.wait_condition("owned", "ScalingActive", "False", "HPAOwnsWorkload")
+        .await;
+    let (_, _, msg) = env.condition("owned", "ScalingActive").await;
+    assert!(msg.contains("HorizontalPodAutoscaler"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_kube_apiserver_keeps_routing_and_the_watches_resume() {
+    // A private cluster: restarting the shared one would disturb the other tests.
+    static CLUSTER: std::sync::OnceLock<rouse_testcluster::TestCluster> =
+        std::sync::OnceLock::new();
+    let cluster = CLUSTER.get_or_init(|| {
+        rouse_testcluster::TestCluster::start(rouse_testcluster::Options::default())
+            .unwrap_or_else(|e| panic!("private cluster: {e:#}"))
+    });
+    let mut env = Env::on(cluster, "restart").await;
+    env.start_proxy().await;
+    env.start_controller().await;
+    env.app(
+        "steady",
+        "steady.test",
+        "100ms",
+        json!({"replicas": {"min": 1, "max": 3}}),
+    )
+    .await;
+    env.wait_routed("steady.test").await;
+    let r = env.request(0, "steady.test", "/").await.expect("answered");
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    cluster
+        .restart("kube-apiserver")
+        .unwrap_or_else(|e| panic!("restart: {e:#}"));
+    // While the API server is away (or just back), the last table keeps routing.
+    for _ in 0..10 {
+        let r = env.request(0, "steady.test", "/").await.expect("answered");
+        assert_eq!(r.status, 200, "{}", r.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // New objects are seen once the watches resume.
+    let client = cluster.client().await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    rouse_testcluster::wait_until("kube-apiserver back", Duration::from_secs(60), || {
+        let namespaces = namespaces.clone();
+        async move { namespaces.list(&Default::default()).await.is_ok() }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    env.client = client;
+    env.app("later", "later.test", "100ms", json!({})).await;
+    env.wait_routed("later.test").await;
+    let r = env.request(0, "later.test", "/").await.expect("answered");
+    assert_eq!(r.status, 200, "{}\n{}", r.body, env.logs());
 }

@@ -92,8 +92,14 @@ use serde::Deserialize;
 
 /// Installs Rouse's manifests once per cluster and waits for the CRD to be served.
 pub async fn install(cluster: &TestCluster) {
-    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    DONE.get_or_init(|| async {
+    // Per cluster (a test may start a private one), once.
+    static DONE: tokio::sync::Mutex<Vec<String>> = tokio::sync::Mutex::const_new(Vec::new());
+    let mut done = DONE.lock().await;
+    if done.contains(&cluster.server) {
+        return;
+    }
+    done.push(cluster.server.clone());
+    {
         let client = cluster.client().await;
         for (name, yaml) in MANIFESTS {
             apply_yaml(&client, yaml, "rouse-e2e")
@@ -125,8 +131,7 @@ pub async fn install(cluster: &TestCluster) {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    })
-    .await;
+    }
 }
 
 /// A kubeconfig for `rouse-system/<sa>`: its token from the TokenRequest API, the cluster CA.
