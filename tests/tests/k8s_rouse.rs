@@ -555,3 +555,106 @@ async fn restarting_kube_apiserver_keeps_routing_and_the_watches_resume() {
     let r = env.request(0, "later.test", "/").await.expect("answered");
     assert_eq!(r.status, 200, "{}\n{}", r.body, env.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keda_external_push_client_sees_is_active_flip_on_the_first_held_request() {
+    use rouse_controller::kubernetes::external_scaler::proto::external_scaler_client::ExternalScalerClient;
+    use rouse_controller::kubernetes::external_scaler::proto::{
+        GetMetricsRequest, ScaledObjectRef,
+    };
+
+    let mut env = Env::new("keda").await;
+    env.start_proxy().await;
+    env.start_controller().await;
+    // A slow start keeps the first request held for a while.
+    env.app(
+        "pushed",
+        "pushed.test",
+        "2s",
+        json!({"scalingMetric": {"concurrency": {"targetValue": 7}}}),
+    )
+    .await;
+    env.wait_routed("pushed.test").await;
+    env.wait_condition("pushed", "Ready", "True", "Reconciled")
+        .await;
+
+    let endpoint = format!("http://{}", env.controllers[0].grpc);
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("gRPC connect");
+    let mut client = ExternalScalerClient::new(channel);
+    let object = ScaledObjectRef {
+        name: "pushed-so".into(),
+        namespace: env.ns.clone(),
+        scaler_metadata: [("httpScaledObject".to_string(), "pushed".to_string())].into(),
+    };
+    let active = client
+        .is_active(object.clone())
+        .await
+        .expect("IsActive")
+        .into_inner();
+    assert!(!active.result, "idle at first");
+    let spec = client
+        .get_metric_spec(object.clone())
+        .await
+        .expect("GetMetricSpec")
+        .into_inner();
+    assert_eq!(spec.metric_specs.len(), 1);
+    assert_eq!(
+        spec.metric_specs[0].target_size, 7,
+        "the object's concurrency target"
+    );
+    let metric = spec.metric_specs[0].metric_name.clone();
+    assert_eq!(metric, format!("http-{}_002Fpushed", env.ns));
+
+    let mut stream = client
+        .stream_is_active(object.clone())
+        .await
+        .expect("StreamIsActive")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("first message")
+        .expect("stream open");
+    assert!(!first.result, "first push: inactive");
+
+    let (http, addr) = (env.http.clone(), env.proxies[0].listen);
+    let sent = Instant::now();
+    let held = tokio::spawn(async move { k8s::get(&http, addr, "/", Some("pushed.test")).await });
+    let flipped = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a push within 5 s")
+        .expect("stream ok")
+        .expect("message");
+    let took = sent.elapsed();
+    assert!(flipped.result, "pushed active on the first held request");
+    println!("StreamIsActive pushed true {took:?} after the request was sent");
+    let metrics = client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(object.clone()),
+            metric_name: metric.clone(),
+        })
+        .await
+        .expect("GetMetrics")
+        .into_inner();
+    assert_eq!(metrics.metric_values[0].metric_name, metric);
+    assert!(
+        metrics.metric_values[0].metric_value >= 1,
+        "the held request counts"
+    );
+    let wrong = client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(object),
+            metric_name: "other".into(),
+        })
+        .await;
+    assert_eq!(
+        wrong.expect_err("unknown metric").code(),
+        tonic::Code::NotFound
+    );
+    let r = held.await.expect("join").expect("answered");
+    assert_eq!(r.status, 200, "{}", r.body);
+}

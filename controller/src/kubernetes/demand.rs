@@ -68,15 +68,45 @@ struct Inner {
     /// Requests counted per target from report deltas: monotonic even when a replica goes away.
     counted: HashMap<String, u64>,
     wakes: HashMap<String, Arc<Wake>>,
+    /// Per-replica concurrency target of each object (for KEDA's GetMetricSpec).
+    target_values: HashMap<String, f64>,
 }
 
 /// The sums over all proxy replicas. Owned in one place; readers and autoscalers share an `Arc`.
-#[derive(Default)]
 pub struct Aggregate {
     inner: Mutex<Inner>,
+    /// Every wake, by target, for listeners besides the autoscaler (KEDA's StreamIsActive).
+    wake_feed: tokio::sync::broadcast::Sender<String>,
+}
+
+impl Default for Aggregate {
+    fn default() -> Self {
+        Aggregate {
+            inner: Mutex::default(),
+            wake_feed: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl Aggregate {
+    /// Every wake from now on, by target key.
+    pub fn subscribe_wakes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.wake_feed.subscribe()
+    }
+
+    /// Records an object's per-replica target value (default 100, KEDA's).
+    pub fn set_target_value(&self, target: &str, value: f64) {
+        self.lock().target_values.insert(target.to_string(), value);
+    }
+
+    pub fn target_value(&self, target: &str) -> f64 {
+        self.lock()
+            .target_values
+            .get(target)
+            .copied()
+            .unwrap_or(100.0)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -124,6 +154,7 @@ impl Aggregate {
                 if line.wake {
                     let wake = Self::wake_of(&mut inner, &line.target);
                     drop(inner);
+                    let _ = self.wake_feed.send(line.target.clone());
                     let mut at = wake.at.lock().unwrap_or_else(|p| p.into_inner());
                     at.get_or_insert(now);
                     drop(at);

@@ -205,6 +205,7 @@ impl Reconciler {
                     let Some(policy) = a.policy.clone() else {
                         continue;
                     };
+                    self.aggregate.set_target_value(key, policy.metric.target());
                     self.scaler.set_workload(key, a.workload.clone());
                     let (stop_tx, stop_rx) = watch::channel(false);
                     tokio::spawn(autoscale::run(

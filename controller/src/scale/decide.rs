@@ -37,7 +37,8 @@ pub enum Metric {
 }
 
 impl Metric {
-    fn target(self) -> f64 {
+    /// The per-replica load this metric aims for.
+    pub fn target(self) -> f64 {
         match self {
             Self::Concurrency { target } | Self::RequestRate { target } => target,
         }
