@@ -34,7 +34,7 @@ enum Platform {
     /// Apps are local processes; the controller runs in this process.
     Local {
         platform: Arc<LocalPlatform>,
-        config: LocalConfig,
+        config: Box<LocalConfig>,
         controller_metrics: ControllerMetrics,
     },
     /// Routes and endpoints come from the API server; a separate controller reads the demand
@@ -173,7 +173,7 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
     let settings = config.proxy.clone();
     let platform = Platform::Local {
         platform,
-        config,
+        config: Box::new(config),
         controller_metrics,
     };
     serve(settings, state, platform, 2 * max_stop_grace.as_secs())
