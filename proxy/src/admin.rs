@@ -84,6 +84,7 @@ pub fn handle(state: &ProxyState, method: &Method, path: &str, query: &str) -> R
     match path {
         "/livez" => text(StatusCode::OK, "ok\n"),
         "/readyz" if state.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        "/readyz" if !state.is_synced() => text(StatusCode::SERVICE_UNAVAILABLE, "syncing\n"),
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => text(StatusCode::OK, state.metrics.render()),
         "/routes" => {

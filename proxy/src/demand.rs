@@ -2,17 +2,19 @@
 //! listener, one JSON object per line (NDJSON, readable with `curl -N`).
 //!
 //! - first line: `{"type":"hello","proxy":ID}`;
-//! - then, at once and every `interval_ms` (default 1000, 50..=60000): one `demand` line per
+//! - then, at once and every `interval_ms` (default 1000, 50..=60000): a `{"type":"tick"}` line
+//!   and one `demand` line per
 //!   target with `held`, `in_flight`, `requests_total` and `idle_ms` (time since the last request
 //!   started or ended; absent = never);
 //! - and the moment a request is held for a cold target, a `demand` line for it with
-//!   `"wake":true`: the controller scales on that line, without waiting for a poll.
+//!   `"wake":true` and `wake_age_us` (how long ago the first held request signalled it): the
+//!   controller scales on that line, without waiting for a poll.
 //!
 //! A controller sums the lines of all replicas; a broken stream means "reconnect", not "zero".
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -31,7 +33,7 @@ const WAKE_BUFFER: usize = 1024;
 #[derive(Clone)]
 pub struct DemandFeed {
     id: Arc<str>,
-    wakes: broadcast::Sender<Arc<Target>>,
+    wakes: broadcast::Sender<(Arc<Target>, Instant)>,
 }
 
 impl DemandFeed {
@@ -46,9 +48,9 @@ impl DemandFeed {
     /// of [`rouse_core::Demand::woken`] (nothing autoscales inside the proxy on Kubernetes).
     pub async fn forward_wakes(self, target: Arc<Target>) {
         loop {
-            target.demand.woken().await;
+            let at = target.demand.woken().await;
             // No receiver = no controller connected yet; it gets a snapshot on connect.
-            let _ = self.wakes.send(target.clone());
+            let _ = self.wakes.send((target.clone(), at));
         }
     }
 
@@ -67,7 +69,7 @@ impl DemandFeed {
             |(mut wakes, mut ticks, state)| async move {
                 let chunk = tokio::select! {
                     woken = wakes.recv() => match woken {
-                        Ok(target) => demand_line(&target, true),
+                        Ok((target, at)) => demand_line(&target, Some(at)),
                         // Missed some wakes: a full snapshot says everything they would have.
                         Err(broadcast::error::RecvError::Lagged(_)) => snapshot(&state),
                         Err(broadcast::error::RecvError::Closed) => return None,
@@ -87,7 +89,7 @@ fn line(value: &serde_json::Value) -> Bytes {
     Bytes::from(out)
 }
 
-fn demand_value(target: &Target, wake: bool) -> serde_json::Value {
+fn demand_value(target: &Target, wake: Option<Instant>) -> serde_json::Value {
     let d = target.demand.snapshot();
     let idle_ms = d
         .last_activity
@@ -100,24 +102,26 @@ fn demand_value(target: &Target, wake: bool) -> serde_json::Value {
         "requests_total": d.requests_total,
         "idle_ms": idle_ms,
     });
-    if wake {
+    if let Some(at) = wake {
         v["wake"] = json!(true);
+        v["wake_age_us"] = json!(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
     v
 }
 
-fn demand_line(target: &Target, wake: bool) -> Bytes {
+fn demand_line(target: &Target, wake: Option<Instant>) -> Bytes {
     line(&demand_value(target, wake))
 }
 
-/// One line per routed target (a target shared by several routes appears once).
+/// A `tick` line (so a replica without routes still shows it is alive: empty chunks are never
+/// sent) and one line per routed target (a target shared by several routes appears once).
 fn snapshot(state: &ProxyState) -> Bytes {
     let snap = state.snapshot();
     let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
+    let mut out = line(&json!({"type": "tick"})).to_vec();
     for rs in snap.routes.values() {
         if seen.insert(rs.target.name.as_str()) {
-            out.extend_from_slice(&demand_line(&rs.target, false));
+            out.extend_from_slice(&demand_line(&rs.target, None));
         }
     }
     Bytes::from(out)
@@ -132,13 +136,14 @@ mod tests {
         let t = Target::new("ns/web");
         t.demand.request_started();
         t.demand.held_inc();
-        let l = demand_line(&t, true);
+        let l = demand_line(&t, Some(Instant::now()));
         assert_eq!(l.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&l).expect("json");
         assert_eq!(v["target"], "ns/web");
         assert_eq!(v["held"], 1);
         assert_eq!(v["requests_total"], 1);
         assert_eq!(v["wake"], true);
+        assert!(v["wake_age_us"].as_u64().is_some());
         assert!(v["idle_ms"].as_u64().is_some());
     }
 }

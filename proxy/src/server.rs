@@ -132,6 +132,8 @@ pub fn run_kubernetes(settings: ProxySettings, scope: Scope, id: &str) -> anyhow
         },
         Metrics::new(registry),
     );
+    // Not ready until the first routing table is read (see `ProxyState::is_synced`).
+    state.set_synced(false);
     let platform = Platform::Kubernetes {
         scope,
         feed: DemandFeed::new(id),

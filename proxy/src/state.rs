@@ -56,6 +56,10 @@ pub struct ProxyState {
     pub budget: Budget,
     pub metrics: Metrics,
     draining: AtomicBool,
+    /// False until the platform has delivered its first full routing table (Kubernetes: the
+    /// first list of HTTPScaledObjects); readiness waits for it so no replica answers 404 for
+    /// routes it has not read yet.
+    synced: AtomicBool,
     /// Requests between their first byte and their end, whatever phase they are in.
     active: Arc<AtomicU64>,
 }
@@ -87,6 +91,7 @@ impl ProxyState {
             budget: Budget::new(global),
             metrics,
             draining: AtomicBool::new(false),
+            synced: AtomicBool::new(true),
             active: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -144,6 +149,15 @@ impl ProxyState {
     /// itself): what a drain waits for. Held and in-flight counts per target are a subset.
     pub fn pending(&self) -> u64 {
         self.active.load(Ordering::Acquire)
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// See the `synced` field.
+    pub fn set_synced(&self, synced: bool) {
+        self.synced.store(synced, Ordering::Release);
     }
 
     pub fn is_draining(&self) -> bool {

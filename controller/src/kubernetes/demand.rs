@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::autoscale::DemandSource;
-use crate::scale::Observation;
+use crate::scale::{Metric, Observation};
 
 /// One `demand` line of the feed.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -36,6 +36,10 @@ pub struct Line {
     pub idle_ms: Option<u64>,
     #[serde(default)]
     pub wake: bool,
+    /// Microseconds between the proxy holding the request and writing this line: the wake
+    /// instant is taken on the controller's clock as `received - age` (no cross-node clocks).
+    #[serde(default)]
+    pub wake_age_us: Option<u64>,
     #[serde(default)]
     pub proxy: Option<String>,
 }
@@ -68,8 +72,8 @@ struct Inner {
     /// Requests counted per target from report deltas: monotonic even when a replica goes away.
     counted: HashMap<String, u64>,
     wakes: HashMap<String, Arc<Wake>>,
-    /// Per-replica concurrency target of each object (for KEDA's GetMetricSpec).
-    target_values: HashMap<String, f64>,
+    /// Each valid object's scaling metric (for KEDA's GetMetricSpec/GetMetrics).
+    targets: HashMap<String, Metric>,
 }
 
 /// The sums over all proxy replicas. Owned in one place; readers and autoscalers share an `Arc`.
@@ -94,17 +98,25 @@ impl Aggregate {
         self.wake_feed.subscribe()
     }
 
-    /// Records an object's per-replica target value (default 100, KEDA's).
-    pub fn set_target_value(&self, target: &str, value: f64) {
-        self.lock().target_values.insert(target.to_string(), value);
+    /// Records a valid object's scaling metric.
+    pub fn set_target(&self, target: &str, metric: Metric) {
+        self.lock().targets.insert(target.to_string(), metric);
     }
 
-    pub fn target_value(&self, target: &str) -> f64 {
-        self.lock()
-            .target_values
-            .get(target)
-            .copied()
-            .unwrap_or(100.0)
+    /// The scaling metric of `target`, if it is a valid object.
+    pub fn target(&self, target: &str) -> Option<Metric> {
+        self.lock().targets.get(target).copied()
+    }
+
+    /// Forgets every target `keep` refuses (objects deleted).
+    pub fn retain_targets(&self, keep: impl Fn(&str) -> bool) {
+        let mut inner = self.lock();
+        inner.targets.retain(|k, _| keep(k));
+        inner.counted.retain(|k, _| keep(k));
+        inner.wakes.retain(|k, _| keep(k));
+        for view in inner.proxies.values_mut() {
+            view.reports.retain(|k, _| keep(k));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -155,8 +167,12 @@ impl Aggregate {
                     let wake = Self::wake_of(&mut inner, &line.target);
                     drop(inner);
                     let _ = self.wake_feed.send(line.target.clone());
+                    let held_at = line
+                        .wake_age_us
+                        .and_then(|us| now.checked_sub(Duration::from_micros(us)))
+                        .unwrap_or(now);
                     let mut at = wake.at.lock().unwrap_or_else(|p| p.into_inner());
-                    at.get_or_insert(now);
+                    at.get_or_insert(held_at);
                     drop(at);
                     wake.notify.notify_one();
                 }
@@ -317,6 +333,7 @@ mod tests {
             requests_total: total,
             idle_ms: Some(0),
             wake,
+            wake_age_us: None,
             proxy: None,
         }
     }
@@ -357,16 +374,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_wake_line_wakes_the_target_with_its_arrival_instant() {
+    async fn a_wake_line_wakes_the_target_with_the_instant_it_was_held() {
         let a = Arc::new(Aggregate::default());
         a.retain_proxies(&[addr(1)].into());
         let source = a.source("t");
         let at = Instant::now();
-        a.record(addr(1), &line("t", 1, 0, 1, true), at);
+        let mut wake = line("t", 1, 0, 1, true);
+        wake.wake_age_us = Some(1500);
+        a.record(addr(1), &wake, at);
         let woken = tokio::time::timeout(Duration::from_secs(1), source.woken())
             .await
             .expect("woken");
-        assert_eq!(woken, at);
+        assert_eq!(
+            woken,
+            at - Duration::from_micros(1500),
+            "held instant, not arrival"
+        );
         assert_eq!(source.observe().held, 1);
     }
 

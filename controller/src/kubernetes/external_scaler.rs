@@ -14,6 +14,7 @@ use hyper_util::service::TowerToHyperService;
 use tonic::{Request, Response, Status};
 
 use super::demand::Aggregate;
+use crate::scale::Metric;
 
 /// The messages of KEDA's `externalscaler.proto`, field numbers as there.
 pub mod proto {
@@ -126,6 +127,21 @@ impl Service {
         let o = self.aggregate.observe(target);
         o.held + o.in_flight
     }
+
+    /// The concurrency target of `target`: this API serves concurrency (held + in flight), so
+    /// an object scaling on request rate is refused rather than given a wrong number.
+    fn concurrency_target(&self, target: &str) -> Result<f64, Status> {
+        match self.aggregate.target(target) {
+            Some(Metric::Concurrency { target }) => Ok(target),
+            Some(Metric::RequestRate { .. }) => Err(Status::failed_precondition(format!(
+                "{target} scales on requestRate; the external-push API serves concurrency \
+                 (held + in-flight requests): use scalingMetric.concurrency"
+            ))),
+            None => Err(Status::not_found(format!(
+                "no valid HTTPScaledObject {target} (missing, or its spec is invalid: see its status)"
+            ))),
+        }
+    }
 }
 
 type ActiveStream =
@@ -185,7 +201,7 @@ impl ExternalScaler for Service {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
         let target = target_of(request.get_ref())?;
-        let size = self.aggregate.target_value(&target);
+        let size = self.concurrency_target(&target)?;
         Ok(Response::new(GetMetricSpecResponse {
             metric_specs: vec![MetricSpec {
                 metric_name: metric_name(&target),
@@ -205,6 +221,7 @@ impl ExternalScaler for Service {
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("scaledObjectRef is required"))?;
         let target = target_of(object)?;
+        self.concurrency_target(&target)?;
         let name = metric_name(&target);
         if !r.metric_name.is_empty() && r.metric_name != name {
             return Err(Status::not_found(format!(

@@ -1,8 +1,11 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease, as client-go does it: the holder
 //! renews every `renew_every`; a candidate takes the Lease once it has seen the same record
 //! unchanged for `duration` (measured on its own clock, so clock skew between nodes does not
-//! matter); writes use the resourceVersion, so two candidates cannot both win. On shutdown the
-//! holder releases the Lease so the standby takes over at once.
+//! matter); writes use the resourceVersion, so two candidates cannot both win. The holder steps
+//! down by itself once it has not renewed for `renew_deadline` (⅔ of the duration, counted from
+//! when the last successful renewal was *sent*, each attempt bounded by a timeout), so it stops
+//! acting before any standby can take over. On shutdown the holder releases the Lease so the
+//! standby takes over at once.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +23,14 @@ pub struct LeaseConfig {
     pub identity: String,
     pub duration: Duration,
     pub renew_every: Duration,
+}
+
+impl LeaseConfig {
+    /// Leadership ends this long after the last successful renewal was sent: a margin of ⅓ of
+    /// the duration before a standby may take the Lease.
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
+    }
 }
 
 /// What the candidate knows about the Lease between attempts.
@@ -43,29 +54,44 @@ pub async fn campaign(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut observed = Observed::default();
-    let mut last_renew: Option<Instant> = None;
+    // When the last successful renewal was sent; leadership ends `renew_deadline` after it.
+    let mut renewed_at: Option<Instant> = None;
+    let deadline = cfg.renew_deadline();
+    let step_down = |why: &str| {
+        if *leader.borrow() {
+            tracing::warn!(lease = %cfg.name, "{why}; stepping down.");
+            leader.send_replace(false);
+        }
+    };
     loop {
-        match try_acquire_or_renew(&api, &cfg, &mut observed).await {
-            Ok(true) => {
-                last_renew = Some(Instant::now());
+        let sent = Instant::now();
+        // Bounded: a hung request (half-open connection) must not keep a stale leader acting. A
+        // leader's attempt may take until its deadline (a slow API server is not a lost lease);
+        // a candidate's as long as a renewal could.
+        let budget = match renewed_at {
+            Some(t) if *leader.borrow() => (t + deadline).saturating_duration_since(sent),
+            _ => deadline,
+        };
+        let attempt = tokio::time::timeout(
+            budget.max(Duration::from_millis(100)),
+            try_acquire_or_renew(&api, &cfg, &mut observed),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(true)) => {
+                renewed_at = Some(sent);
                 if !*leader.borrow() {
                     tracing::info!(lease = %cfg.name, identity = %cfg.identity, "Became leader.");
                     leader.send_replace(true);
                 }
             }
-            Ok(false) => {
-                if *leader.borrow() {
-                    tracing::warn!(lease = %cfg.name, "Lost the lease to another candidate.");
-                    leader.send_replace(false);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(lease = %cfg.name, error = %e, "Lease update failed.");
-                if *leader.borrow() && last_renew.is_none_or(|t| t.elapsed() >= cfg.duration) {
-                    tracing::warn!(lease = %cfg.name, "Could not renew in time; stepping down.");
-                    leader.send_replace(false);
-                }
-            }
+            Ok(Ok(false)) => step_down("Lost the lease to another candidate"),
+            Ok(Err(e)) => tracing::warn!(lease = %cfg.name, error = %e, "Lease update failed."),
+            Err(_) => tracing::warn!(lease = %cfg.name, "Lease update timed out."),
+        }
+        let expires = renewed_at.map(|t| t + deadline);
+        if *leader.borrow() && expires.is_none_or(|e| e <= Instant::now()) {
+            step_down("Could not renew in time");
         }
         let wait = if *leader.borrow() {
             cfg.renew_every
@@ -74,8 +100,13 @@ pub async fn campaign(
             // closely.
             (cfg.renew_every / 2).max(Duration::from_millis(100))
         };
+        // A leader wakes at its deadline even if the next attempt is not due yet.
+        let until_deadline = match (expires, *leader.borrow()) {
+            (Some(e), true) => e.saturating_duration_since(Instant::now()),
+            _ => wait,
+        };
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(wait.min(until_deadline)) => {}
             _ = stop.changed() => {}
         }
         if *stop.borrow() {

@@ -110,14 +110,9 @@ pub fn proxy_addresses(slices: &[Arc<EndpointSlice>], port_name: &str) -> HashSe
             .and_then(|p| p.port)
             .and_then(|p| u16::try_from(p).ok());
         let Some(port) = port else { continue };
+        // Every listed replica counts, ready or not: a draining proxy (terminating, not
+        // serving) still holds and forwards requests until it exits and leaves the slice.
         for ep in &slice.endpoints {
-            // Terminating and not serving any more: its requests are done.
-            let c = ep.conditions.as_ref();
-            if c.and_then(|c| c.terminating) == Some(true)
-                && c.and_then(|c| c.serving) == Some(false)
-            {
-                continue;
-            }
             if let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) {
                 out.insert(SocketAddr::new(ip, port));
             }

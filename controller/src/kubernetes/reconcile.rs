@@ -161,7 +161,6 @@ impl Reconciler {
             }
             let ready = objects
                 .iter()
-                .chain([])
                 .all(|s| s.wait_until_ready().now_or_never().is_some())
                 && services
                     .iter()
@@ -182,6 +181,16 @@ impl Reconciler {
                 hpas.iter().flat_map(Store::state).collect();
             let assessments = assess(&all, &service_keys, &hpa_list);
 
+            // Every replica, leader or not, answers KEDA's external scaler: it needs each
+            // valid object's target.
+            for (key, a) in &assessments {
+                if let Some(p) = &a.policy {
+                    self.aggregate.set_target(key, p.metric);
+                }
+            }
+            self.aggregate
+                .retain_targets(|key| assessments.contains_key(key));
+
             let is_leader = *leader.borrow();
             // Loops: exactly the healthy objects, and only on the leader.
             running.retain(|key, r| {
@@ -193,9 +202,16 @@ impl Reconciler {
                     });
                 if !keep {
                     r.stop.send_replace(true);
+                    // Next time starts from a fresh `/scale` read (the workload may differ).
+                    self.scaler.remove(key);
                 }
                 keep
             });
+            if !is_leader {
+                // Another replica writes status meanwhile: compare against the objects again
+                // when leading next time.
+                reported.clear();
+            }
             let live: HashSet<&String> = assessments.keys().collect();
             if is_leader {
                 for (key, a) in &assessments {
@@ -205,9 +221,19 @@ impl Reconciler {
                     let Some(policy) = a.policy.clone() else {
                         continue;
                     };
-                    self.aggregate.set_target_value(key, policy.metric.target());
                     self.scaler.set_workload(key, a.workload.clone());
                     let (stop_tx, stop_rx) = watch::channel(false);
+                    // The loop stops the moment leadership goes, not when this loop next runs
+                    // (it may be busy writing status).
+                    let (guard_stop, mut guard_leader) = (stop_tx.clone(), leader.clone());
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = guard_leader.wait_for(|l| !*l) => {
+                                guard_stop.send_replace(true);
+                            }
+                            () = guard_stop.closed() => {}
+                        }
+                    });
                     tokio::spawn(autoscale::run(
                         self.aggregate.source(key),
                         policy.clone(),
@@ -401,9 +427,17 @@ fn status_of(
     let ns = o.namespace().unwrap_or_default();
     let (workload_ok, workload_msg) = match observed {
         Some(Observed::NotFound(m)) => (false, m.clone()),
-        _ => (
+        Some(Observed::Replicas(_)) => (
             true,
             format!("{} and service {ns}/{} found", a.workload, svc.service),
+        ),
+        // Only a scaling loop reads `/scale`; none runs for this object (see ScalingActive).
+        None => (
+            true,
+            format!(
+                "service {ns}/{} found; {} not checked",
+                svc.service, a.workload
+            ),
         ),
     };
     let target_found = if !a.service_found {

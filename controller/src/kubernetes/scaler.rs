@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
@@ -39,13 +40,29 @@ pub enum Observed {
     NotFound(String),
 }
 
+/// How long a `/scale` read is trusted. Decisions happen every tick (1 s by default) for every
+/// object; reading `/scale` that often would cost the API server one GET per object per second.
+/// A value this controller wrote is exact until someone else scales the workload, which is seen
+/// within this interval.
+const READ_TTL: Duration = Duration::from_secs(10);
+
+/// Bound on one `/scale` call: a hung connection must not stall a target's scaling loop.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn timed_out(target: &str, w: &WorkloadRef) -> ScaleError {
+    ScaleError::Platform {
+        target: target.to_string(),
+        message: format!("{w}: /scale call timed out after {CALL_TIMEOUT:?}"),
+    }
+}
+
 /// Scales targets by their `namespace/name` key.
 pub struct KubeScaler {
     client: Client,
     recorder: Recorder,
     workloads: Mutex<HashMap<String, WorkloadRef>>,
     resources: Mutex<HashMap<GroupVersionKind, ApiResource>>,
-    observed: Mutex<HashMap<String, Observed>>,
+    observed: Mutex<HashMap<String, (Observed, Instant)>>,
     desired: Mutex<HashMap<String, u32>>,
 }
 
@@ -78,7 +95,7 @@ impl KubeScaler {
 
     /// The last `/scale` read of `target` (None = not read yet).
     pub fn observed(&self, target: &str) -> Option<Observed> {
-        lock(&self.observed).get(target).cloned()
+        lock(&self.observed).get(target).map(|(o, _)| o.clone())
     }
 
     /// The replicas last asked for.
@@ -117,7 +134,15 @@ impl KubeScaler {
     }
 
     fn record(&self, target: &str, observed: Observed) {
-        lock(&self.observed).insert(target.to_string(), observed);
+        lock(&self.observed).insert(target.to_string(), (observed, Instant::now()));
+    }
+
+    /// A replica count read or written less than [`READ_TTL`] ago.
+    fn fresh(&self, target: &str) -> Option<u32> {
+        match lock(&self.observed).get(target) {
+            Some((Observed::Replicas(n), at)) if at.elapsed() < READ_TTL => Some(*n),
+            _ => None,
+        }
     }
 }
 
@@ -130,9 +155,15 @@ fn platform_error(target: &str, w: &WorkloadRef, e: kube::Error) -> ScaleError {
 
 impl Scaler for KubeScaler {
     async fn replicas(&self, target: &str) -> Result<u32, ScaleError> {
+        if let Some(n) = self.fresh(target) {
+            return Ok(n);
+        }
         let w = self.workload(target)?;
         let api = self.api(target, &w).await?;
-        match api.get_scale(&w.name).await {
+        let read = tokio::time::timeout(CALL_TIMEOUT, api.get_scale(&w.name))
+            .await
+            .map_err(|_| timed_out(target, &w))?;
+        match read {
             Ok(scale) => {
                 let n = scale
                     .spec
@@ -158,8 +189,11 @@ impl Scaler for KubeScaler {
         let api = self.api(target, &w).await?;
         let patch = json!({"spec": {"replicas": replicas}});
         let before = self.observed(target);
-        api.patch_scale(&w.name, &PatchParams::default(), &Patch::Merge(&patch))
+        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        let patched = api.patch_scale(&w.name, &params, &patch);
+        tokio::time::timeout(CALL_TIMEOUT, patched)
             .await
+            .map_err(|_| timed_out(target, &w))?
             .map_err(|e| platform_error(target, &w, e))?;
         self.record(target, Observed::Replicas(replicas));
         lock(&self.desired).insert(target.to_string(), replicas);

@@ -10,7 +10,7 @@ pub mod endpoints;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::Client;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -47,6 +47,7 @@ struct Follower {
 
 /// Feeds `state` from the API server until the process exits.
 pub async fn run(client: Client, scope: Scope, state: Arc<ProxyState>, feed: DemandFeed) {
+    state.set_synced(false);
     let mut stores: Vec<Store<HTTPScaledObject>> = Vec::new();
     let mut streams = Vec::new();
     for api in scope.apis::<HTTPScaledObject>(&client) {
@@ -71,6 +72,13 @@ pub async fn run(client: Client, scope: Scope, state: Arc<ProxyState>, feed: Dem
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
             Ok(_) => {}
         }
+        // Until every namespace has been listed once, an empty store means "not read yet".
+        if !stores
+            .iter()
+            .all(|s| s.wait_until_ready().now_or_never().is_some())
+        {
+            continue;
+        }
         let all: Vec<Arc<HTTPScaledObject>> = stores.iter().flat_map(Store::state).collect();
         let mut objects: Vec<&HTTPScaledObject> = all.iter().map(AsRef::as_ref).collect();
         claim_order(&mut objects);
@@ -91,7 +99,15 @@ pub async fn run(client: Client, scope: Scope, state: Arc<ProxyState>, feed: Dem
             }
         }
 
-        // Endpoint followers: start new, restart changed, stop removed.
+        // Wake relays for objects that are gone stop; endpoint followers start for new objects,
+        // restart for changed Services and stop for removed ones.
+        wakes.retain(|key, task| {
+            let keep = all.iter().any(|o| object_key(o) == *key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
         followers.retain(|key, f| {
             let keep = wanted.get(key) == Some(&f.svc);
             if !keep {
@@ -126,6 +142,10 @@ pub async fn run(client: Client, scope: Scope, state: Arc<ProxyState>, feed: Dem
                 "Routing table updated."
             );
             last_routes = Some(routes);
+        }
+        if !state.is_synced() {
+            tracing::info!("First routing table loaded; ready.");
+            state.set_synced(true);
         }
     }
 }

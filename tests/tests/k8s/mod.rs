@@ -367,34 +367,51 @@ impl Env {
         i
     }
 
-    /// The proxies' admin Service (selectorless) and one EndpointSlice per replica: what the
-    /// Deployment's pods would give the controller in a cluster.
+    /// This test's proxies' admin Service: in rouse-system like `rouse-proxy-admin` (where the
+    /// controller's RBAC lets it read EndpointSlices), named per test.
+    pub fn proxy_service(&self) -> String {
+        format!("proxies-{}", self.ns)
+    }
+
+    /// The proxies' admin Service (headless, selectorless) and one EndpointSlice per replica:
+    /// what the Deployment's pods would give the controller in a cluster. `conditions` per
+    /// replica: `{"ready": true}`, or a draining one's.
     pub async fn publish_proxies(&self) {
-        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.ns);
+        let conditions = vec![json!({"ready": true}); self.proxies.len()];
+        self.publish_proxies_with(&conditions).await;
+    }
+
+    pub async fn publish_proxies_with(&self, conditions: &[serde_json::Value]) {
+        let svc = self.proxy_service();
+        let services: Api<Service> = Api::namespaced(self.client.clone(), "rouse-system");
         let pp = PatchParams::apply("rouse-e2e").force();
         services
             .patch(
-                "rouse-proxy-admin",
+                &svc,
                 &pp,
                 &Patch::Apply(json!({
                     "apiVersion": "v1", "kind": "Service",
-                    "metadata": {"name": "rouse-proxy-admin"},
+                    "metadata": {"name": svc},
                     "spec": {"clusterIP": "None", "ports": [{"name": "admin", "port": 9090}]}
                 })),
             )
             .await
             .expect("proxy admin service");
-        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.ns);
-        for (i, p) in self.proxies.iter().enumerate() {
+        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), "rouse-system");
+        for (i, (p, c)) in self.proxies.iter().zip(conditions).enumerate() {
             slices
-                .patch(&format!("rouse-proxy-admin-{i}"), &pp, &Patch::Apply(json!({
-                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                    "metadata": {"name": format!("rouse-proxy-admin-{i}"),
-                                 "labels": {"kubernetes.io/service-name": "rouse-proxy-admin"}},
-                    "addressType": "IPv4",
-                    "ports": [{"name": "admin", "port": p.admin.port()}],
-                    "endpoints": [{"addresses": [p.admin.ip().to_string()], "conditions": {"ready": true}}]
-                })))
+                .patch(
+                    &format!("{svc}-{i}"),
+                    &pp,
+                    &Patch::Apply(json!({
+                        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                        "metadata": {"name": format!("{svc}-{i}"),
+                                     "labels": {"kubernetes.io/service-name": svc}},
+                        "addressType": "IPv4",
+                        "ports": [{"name": "admin", "port": p.admin.port()}],
+                        "endpoints": [{"addresses": [p.admin.ip().to_string()], "conditions": c}]
+                    })),
+                )
                 .await
                 .expect("proxy admin slice");
         }
@@ -402,28 +419,34 @@ impl Env {
 
     /// Removes replica `i`'s EndpointSlice (the replica's pod is gone).
     pub async fn unpublish_proxy(&self, i: usize) {
-        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.ns);
+        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), "rouse-system");
         slices
-            .delete(&format!("rouse-proxy-admin-{i}"), &Default::default())
+            .delete(
+                &format!("{}-{i}", self.proxy_service()),
+                &Default::default(),
+            )
             .await
             .expect("delete slice");
     }
 
-    /// Starts one more controller replica (Lease `<ns>` in rouse-system, 2 s duration).
+    /// Starts one more controller replica (Lease `<ns>` in rouse-system, 3 s duration).
     pub async fn start_controller(&mut self) -> usize {
         let i = self.controllers.len();
         let (admin, grpc) = (free_addr(), free_addr());
         let id = format!("controller-{i}");
         let mut cmd = Command::new(bin("rouse-controller"));
         cmd.args(["--namespaces", &self.ns])
-            .args(["--proxy-service", &format!("{}/rouse-proxy-admin", self.ns)])
+            .args([
+                "--proxy-service",
+                &format!("rouse-system/{}", self.proxy_service()),
+            ])
             .args([
                 "--lease-namespace",
                 "rouse-system",
                 "--lease-name",
                 &self.ns,
             ])
-            .args(["--lease-duration-ms", "2000", "--lease-renew-ms", "500"])
+            .args(["--lease-duration-ms", "3000", "--lease-renew-ms", "500"])
             .args(["--report-interval-ms", "200", "--tick-ms", "200"])
             .args(["--admin-listen", &admin.to_string()])
             .args(["--external-scaler-listen", &grpc.to_string()])
