@@ -230,9 +230,16 @@ impl Target {
     }
 
     /// Platform side: marks the target as unable to get endpoints (`Some(why)`), or able again.
+    /// Requests held for it are woken, so they see the verdict at once.
     pub fn set_unavailable(&self, why: Option<String>) {
-        let mut slot = self.unavailable.lock().unwrap_or_else(|p| p.into_inner());
-        *slot = why.map(Arc::from);
+        let wake = why.is_some();
+        {
+            let mut slot = self.unavailable.lock().unwrap_or_else(|p| p.into_inner());
+            *slot = why.map(Arc::from);
+        }
+        if wake {
+            self.endpoints.send_if_modified(|_| true);
+        }
     }
 
     /// Why the target cannot get endpoints, if it cannot. Read only when no endpoint is ready.

@@ -160,6 +160,10 @@ pub async fn acquire(
                 since_ready: by_endpoints.then(|| set.published.elapsed()),
             });
         }
+        // The platform says no endpoint will come (Service or route gone while held).
+        if set.is_empty() && target.unavailable().is_some() {
+            return Err(Reason::TargetUnavailable);
+        }
         waited = true;
         tokio::select! {
             changed = endpoints.changed() => {

@@ -39,7 +39,7 @@ fn service_ref(o: &HTTPScaledObject) -> Option<ServiceRef> {
     })
 }
 
-/// One running endpoint follower and wake forwarder per target.
+/// The endpoint follower of one target.
 struct Follower {
     svc: ServiceRef,
     task: JoinHandle<()>,
@@ -99,37 +99,7 @@ pub async fn run(client: Client, scope: Scope, state: Arc<ProxyState>, feed: Dem
             }
         }
 
-        // Wake relays for objects that are gone stop; endpoint followers start for new objects,
-        // restart for changed Services and stop for removed ones.
-        wakes.retain(|key, task| {
-            let keep = all.iter().any(|o| object_key(o) == *key);
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
-        followers.retain(|key, f| {
-            let keep = wanted.get(key) == Some(&f.svc);
-            if !keep {
-                f.task.abort();
-                let target = state.target(key);
-                target.set_endpoints(Vec::new());
-                target.set_unavailable(None);
-            }
-            keep
-        });
-        for (key, svc) in wanted {
-            if followers.contains_key(&key) {
-                continue;
-            }
-            let target = state.target(&key);
-            wakes
-                .entry(key.clone())
-                .or_insert_with(|| tokio::spawn(feed.clone().forward_wakes(target.clone())));
-            let task = tokio::spawn(endpoints::follow(client.clone(), svc.clone(), target));
-            followers.insert(key, Follower { svc, task });
-        }
-
+        // Routes first: a request must not find a route whose endpoints were just withdrawn.
         if last_routes.as_ref() != Some(&routes) {
             let count = routes.len();
             let conflicts = state.set_routes(routes.clone());
@@ -143,6 +113,47 @@ pub async fn run(client: Client, scope: Scope, state: Arc<ProxyState>, feed: Dem
             );
             last_routes = Some(routes);
         }
+        // Wake relays for objects that are gone stop; endpoint followers start for new objects,
+        // restart for changed Services and stop for removed ones.
+        let present: std::collections::HashSet<String> =
+            objects.iter().map(|o| object_key(o)).collect();
+        wakes.retain(|key, task| {
+            let keep = present.contains(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        followers.retain(|key, f| {
+            let keep = wanted.get(key) == Some(&f.svc);
+            if !keep {
+                f.task.abort();
+                let target = state.target(key);
+                target.set_endpoints(Vec::new());
+                // Deleted (or no longer routable): requests still held for it are answered now
+                // rather than at their deadline. A changed Service just waits for the new one.
+                if !wanted.contains_key(key) {
+                    target.set_unavailable(Some(format!(
+                        "HTTPScaledObject {key} was deleted or is invalid"
+                    )));
+                }
+            }
+            keep
+        });
+        for (key, svc) in wanted {
+            if followers.contains_key(&key) {
+                continue;
+            }
+            let target = state.target(&key);
+            // Unknown until the follower has read the Service.
+            target.set_unavailable(None);
+            wakes
+                .entry(key.clone())
+                .or_insert_with(|| tokio::spawn(feed.clone().forward_wakes(target.clone())));
+            let task = tokio::spawn(endpoints::follow(client.clone(), svc.clone(), target));
+            followers.insert(key, Follower { svc, task });
+        }
+
         if !state.is_synced() {
             tracing::info!("First routing table loaded; ready.");
             state.set_synced(true);
