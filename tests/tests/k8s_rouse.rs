@@ -961,3 +961,77 @@ spec:
     let (_, _, msg) = env.condition("w", "TargetFound").await;
     assert!(msg.contains("test.rouse.dev/v1/Widget/w"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_is_ready_before_it_listens_is_retried_not_abandoned() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A selectorless Service whose EndpointSlice lists a ready address nothing listens on yet
+    // (a pod marked Ready a moment before its socket is bound).
+    let mut env = Env::new("refuse").await;
+    env.start_proxy().await;
+    let addr = rouse_e2e::free_addr();
+    let pp = kube::api::PatchParams::apply("rouse-e2e");
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    services
+        .patch(
+            "late",
+            &pp,
+            &kube::api::Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Service", "metadata": {"name": "late"},
+                "spec": {"ports": [{"name": "http", "port": 80}]}
+            })),
+        )
+        .await
+        .expect("service");
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    slices
+        .patch(
+            "late-1",
+            &pp,
+            &kube::api::Patch::Apply(json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "late-1", "labels": {"kubernetes.io/service-name": "late"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": addr.port()}],
+                "endpoints": [{"addresses": [addr.ip().to_string()], "conditions": {"ready": true}}]
+            })),
+        )
+        .await
+        .expect("slice");
+    env.scaled_object("late", "late.test", json!({})).await;
+    env.wait_routed("late.test").await;
+    let proxy_admin = env.proxies[0].admin;
+    let http = env.http.clone();
+    rouse_testcluster::wait_until("endpoint known", Duration::from_secs(20), || {
+        let http = http.clone();
+        async move {
+            k8s::get(&http, proxy_admin, "/queues", None)
+                .await
+                .is_ok_and(|r| r.body.contains(&addr.to_string()))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let (http, proxy) = (env.http.clone(), env.proxies[0].listen);
+    let request = tokio::spawn(async move { k8s::get(&http, proxy, "/", Some("late.test")).await });
+    // The first connection is refused; the socket comes 150 ms later.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nlate")
+                .await;
+        }
+    });
+    let r = request.await.expect("join").expect("answered");
+    server.abort();
+    assert_eq!(r.status, 200, "{}\n{}", r.body, env.logs());
+    assert_eq!(r.body, "late");
+}

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 use rouse_core::{Endpoint, Target};
 
 use crate::balance;
+
+/// Pause before reconnecting to endpoints that all refused this request, per refusal so far
+/// (100, 200, 300 ms for the 1st..3rd retry).
+const CONNECT_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 use crate::forward::respond::Reason;
 use crate::state::{ProxyState, RouteState};
 
@@ -142,11 +146,40 @@ pub async fn acquire(
 
     let mut endpoints = target.watch_endpoints();
     let mut waited = false;
+    // Every endpoint refused this request's connection: they may only just be starting to
+    // listen (Ready a moment before the socket is bound, or restarting). Try them again after a
+    // short backoff rather than waiting for a different endpoint that may never come.
+    let mut exclude = exclude;
+    let mut backoff_done = false;
     // Whether the last wake-up was a new endpoint set (vs. a freed slot): only then does
     // "ready → forwarded" mean something.
     let mut by_endpoints = false;
     loop {
         let set = endpoints.borrow_and_update().clone();
+        if !exclude.is_empty()
+            && !set.is_empty()
+            && set.endpoints.iter().all(|e| exclude.contains(&e.addr))
+        {
+            if !backoff_done {
+                backoff_done = true;
+                let pause = CONNECT_RETRY_BACKOFF * u32::try_from(exclude.len()).unwrap_or(1);
+                let wake = tokio::time::Instant::now() + pause;
+                if wake >= deadline {
+                    return Err(Reason::ColdStartTimeout);
+                }
+                // A new endpoint set (the refusing replica replaced) ends the pause early.
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake) => {}
+                    changed = endpoints.changed() => {
+                        if changed.is_err() {
+                            return Err(Reason::NoEndpoint);
+                        }
+                    }
+                }
+                continue;
+            }
+            exclude = &[];
+        }
         if let Some(ep) = balance::pick(&set, cap, exclude) {
             // Several slots may have freed while only one wake-up was stored: hand one on, so
             // the next held request checks too (at most one extra wake per release).
