@@ -1,0 +1,243 @@
+//! Who may deliver: shared keys (header or query parameter, constant-time compare, any of the
+//! configured keys so two are valid during rotation) and Microsoft Entra ID bearer tokens
+//! (RS256, issuer, audience, expiry; keys from the tenant's JWKS, cached).
+//!
+//! A failed check is 401; a check that *cannot run* (JWKS unreachable) is 503 + Retry-After,
+//! because Event Grid never retries a 401 and the event would be lost.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use subtle::ConstantTimeEq;
+
+use crate::config::{AuthConfig, EntraConfig};
+use crate::protocol::Headers;
+
+/// Why a request was not let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// 401: wrong or missing credentials.
+    Unauthorized(String),
+    /// 503: the check could not run (key set unreachable); the sender should retry.
+    Unavailable(String),
+}
+
+/// Constant-time key comparison (length leaks, contents do not).
+fn key_matches(given: &str, keys: &[String]) -> bool {
+    keys.iter().fold(false, |ok, k| {
+        ok | bool::from(given.as_bytes().ct_eq(k.as_bytes()))
+    })
+}
+
+/// The value of query parameter `name` (percent-decoded).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(
+            || match crate::protocol::percent::decode(&v.replace('+', " ")) {
+                Ok(d) => std::borrow::Cow::Owned(d.into_string()),
+                Err(_) => std::borrow::Cow::Borrowed(v),
+            },
+        )
+    })
+}
+
+/// Keys fetched from a JWKS URL, by `kid`.
+struct KeySet {
+    keys: HashMap<String, DecodingKey>,
+    fetched: Instant,
+}
+
+/// Checks credentials per a subscription's [`AuthConfig`].
+pub struct Authenticator {
+    config: AuthConfig,
+    jwks: Mutex<Option<KeySet>>,
+}
+
+type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Empty<bytes::Bytes>,
+>;
+
+fn https_client() -> Result<HttpsClient, String> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("TLS roots: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+#[derive(serde::Deserialize)]
+struct Jwk {
+    kid: Option<String>,
+    kty: String,
+    n: Option<String>,
+    e: Option<String>,
+}
+
+async fn fetch_jwks(url: &str) -> Result<HashMap<String, DecodingKey>, String> {
+    let client = https_client()?;
+    let uri: http::Uri = url.parse().map_err(|e| format!("jwks_url: {e}"))?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+        .await
+        .map_err(|_| "JWKS request timed out".to_string())?
+        .map_err(|e| format!("JWKS request failed: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("JWKS answered {}", resp.status()));
+    }
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("JWKS body: {e}"))?
+        .to_bytes();
+    let jwks: Jwks = serde_json::from_slice(&body).map_err(|e| format!("JWKS JSON: {e}"))?;
+    let mut keys = HashMap::new();
+    for k in jwks.keys {
+        if let (Some(kid), "RSA", Some(n), Some(e)) = (k.kid, k.kty.as_str(), k.n, k.e)
+            && let Ok(key) = DecodingKey::from_rsa_components(&n, &e)
+        {
+            keys.insert(kid, key);
+        }
+    }
+    if keys.is_empty() {
+        return Err("JWKS has no usable RSA key".into());
+    }
+    Ok(keys)
+}
+
+impl Authenticator {
+    pub fn new(config: AuthConfig) -> Self {
+        Authenticator {
+            config,
+            jwks: Mutex::new(None),
+        }
+    }
+
+    /// Checks one request.
+    pub async fn check(&self, headers: &Headers, query: &str) -> Result<(), Denied> {
+        let c = &self.config;
+        if !c.keys.is_empty() {
+            let given = c
+                .key_header
+                .as_deref()
+                .and_then(|h| headers.get(&h.to_ascii_lowercase()).map(str::to_string))
+                .or_else(|| {
+                    c.key_query
+                        .as_deref()
+                        .and_then(|q| query_param(query, q).map(|v| v.into_owned()))
+                });
+            match given {
+                Some(k) if key_matches(&k, &c.keys) => {}
+                Some(_) => return Err(Denied::Unauthorized("the key does not match".into())),
+                None => return Err(Denied::Unauthorized("no key in the request".into())),
+            }
+        }
+        if let Some(entra) = &c.entra {
+            self.check_bearer(entra, headers).await?;
+        }
+        Ok(())
+    }
+
+    async fn key_for(&self, entra: &EntraConfig, kid: &str) -> Result<DecodingKey, Denied> {
+        let fresh = |ks: &KeySet| ks.fetched.elapsed() < Duration::from_secs(entra.cache_secs);
+        {
+            let cached = self.jwks.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(ks) = cached.as_ref().filter(|ks| fresh(ks))
+                && let Some(k) = ks.keys.get(kid)
+            {
+                return Ok(k.clone());
+            }
+        }
+        // Unknown kid or stale set: refetch (keys rotate).
+        let keys = fetch_jwks(&entra.jwks_url)
+            .await
+            .map_err(Denied::Unavailable)?;
+        let key = keys.get(kid).cloned();
+        *self.jwks.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeySet {
+            keys,
+            fetched: Instant::now(),
+        });
+        key.ok_or_else(|| Denied::Unauthorized(format!("no signing key {kid:?} in the JWKS")))
+    }
+
+    async fn check_bearer(&self, entra: &EntraConfig, headers: &Headers) -> Result<(), Denied> {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| Denied::Unauthorized("no bearer token".into()))?;
+        let header =
+            decode_header(token).map_err(|e| Denied::Unauthorized(format!("token: {e}")))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(Denied::Unauthorized(format!(
+                "token algorithm {:?}",
+                header.alg
+            )));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| Denied::Unauthorized("token has no kid".into()))?;
+        let key = self.key_for(entra, &kid).await?;
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_audience(&[&entra.audience]);
+        v.set_issuer(&entra.issuers);
+        v.set_required_spec_claims(&["exp", "aud", "iss"]);
+        v.leeway = 60;
+        decode::<serde_json::Value>(token, &key, &v)
+            .map(|_| ())
+            .map_err(|e| Denied::Unauthorized(format!("token rejected: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(header: Option<&str>, query: Option<&str>) -> Authenticator {
+        Authenticator::new(AuthConfig {
+            keys: vec!["old-key".into(), "new-key".into()],
+            key_header: header.map(str::to_string),
+            key_query: query.map(str::to_string),
+            entra: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn either_rotation_key_is_accepted_in_the_query() {
+        let a = auth(None, Some("code"));
+        let h = Headers::default();
+        assert_eq!(a.check(&h, "code=old-key").await, Ok(()));
+        assert_eq!(a.check(&h, "x=1&code=new-key").await, Ok(()));
+        assert!(matches!(
+            a.check(&h, "code=nope").await,
+            Err(Denied::Unauthorized(_))
+        ));
+        assert!(matches!(
+            a.check(&h, "").await,
+            Err(Denied::Unauthorized(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn header_keys_are_case_insensitive_by_name() {
+        let a = auth(Some("X-Rouse-Key"), None);
+        let h = Headers::new([("x-rouse-key".to_string(), "new-key".to_string())]);
+        assert_eq!(a.check(&h, "").await, Ok(()));
+    }
+}
