@@ -1,0 +1,318 @@
+//! Delivery against real HTTP servers on 127.0.0.1: an Azure Functions–shaped host (vector 50),
+//! retries with Retry-After, dead-lettering, recovery after a restart, and the socket-level
+//! body cap (vector 18).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rouse_eventgrid::{Gateway, GatewayConfig};
+
+/// What a fake host received: path+query, headers, body.
+type Seen = Arc<Mutex<Vec<(String, Vec<(String, String)>, Bytes)>>>;
+
+/// A host answering `status(n)` to its n-th request (0-based) and recording everything.
+async fn host(status: impl Fn(usize) -> u16 + Send + Sync + 'static) -> (SocketAddr, Seen) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen: Seen = Arc::default();
+    let status = Arc::new(status);
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (s, status) = (s.clone(), status.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<Incoming>| {
+                    let (s, status) = (s.clone(), status.clone());
+                    async move {
+                        let pq = req
+                            .uri()
+                            .path_and_query()
+                            .map_or("/", |p| p.as_str())
+                            .to_string();
+                        let headers = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                            .collect();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let n = {
+                            let mut seen = s.lock().unwrap_or_else(|p| p.into_inner());
+                            seen.push((pq, headers, body));
+                            seen.len() - 1
+                        };
+                        let code = status(n);
+                        let mut r = http::Response::builder().status(code);
+                        if code == 503 {
+                            r = r.header("retry-after", "1");
+                        }
+                        Ok::<_, Infallible>(
+                            r.body(Full::new(Bytes::from_static(b"{}")))
+                                .unwrap_or_default(),
+                        )
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn open(dir: &std::path::Path, target: SocketAddr, extra: &str) -> Arc<Gateway> {
+    let yaml = format!(
+        "data_dir: {}\nsubscriptions:\n  - name: fn\n    path: /events\n    target: {{url: \"http://{target}\", path: \"/runtime/webhooks/EventGrid?functionName=OnBlob&code=sys-key\"}}\n{extra}",
+        dir.display()
+    );
+    let config: GatewayConfig = rouse_eventgrid::config::parse(&yaml, "test").expect("config");
+    let gw = Gateway::open(
+        &config,
+        rouse_eventgrid::metrics::Metrics::new(&prometheus::Registry::new()),
+        None,
+    )
+    .expect("gateway");
+    rouse_eventgrid::deliver::start(&gw, |s| rouse_eventgrid::deliver::Destination {
+        base: s.config.target.url.clone().unwrap_or_default(),
+        host: None,
+    });
+    tokio::spawn(gw.clone().maintain());
+    gw
+}
+
+const EVENT: &str = r#"{"id":"ID","topic":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a","subject":"/blobServices/default/containers/c/blobs/b","eventType":"Microsoft.Storage.BlobCreated","eventTime":"2017-06-26T18:41:00.9584103Z","data":{"contentLength":5},"dataVersion":"","metadataVersion":"1"}"#;
+
+fn event(i: usize) -> String {
+    EVENT.replace("\"ID\"", &format!("\"ev-{i}\""))
+}
+
+async fn post(gw: &Gateway, body: String, extra: &[(&str, &str)]) -> u16 {
+    let sub = gw.subscription_for("/events").expect("sub").clone();
+    let mut headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("aeg-event-type".to_string(), "Notification".to_string()),
+    ];
+    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    gw.handle(
+        &sub,
+        rouse_eventgrid::Request {
+            method: http::Method::POST,
+            query: String::new(),
+            headers: rouse_eventgrid::protocol::Headers::new(headers),
+            body: Bytes::from(body),
+        },
+    )
+    .await
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v50_replay_to_an_azure_functions_host_is_unchanged_and_retried_on_5xx() {
+    // The Functions host checks what a real one checks: path, functionName, code, the aeg
+    // header and the content type; the first attempt fails with a 503.
+    let (addr, seen) = host(|n| if n == 0 { 503 } else { 200 }).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = open(
+        dir.path(),
+        addr,
+        "    forward_headers: [x-tenant]\n    delivery: {retry: {initial_backoff_ms: 50}}\n",
+    );
+    assert_eq!(
+        post(&gw, format!("[{}]", event(1)), &[("x-tenant", "a")]).await,
+        200
+    );
+    assert!(gw.wait_idle(Duration::from_secs(10)).await, "delivered");
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 2, "one 503, then the retry");
+    for (pq, headers, body) in &seen {
+        assert_eq!(
+            pq,
+            "/runtime/webhooks/EventGrid?functionName=OnBlob&code=sys-key"
+        );
+        let h = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(h("aeg-event-type"), Some("Notification"));
+        assert!(h("content-type").is_some_and(|c| c.starts_with("application/json")));
+        assert_eq!(h("x-tenant"), Some("a"), "configured header forwarded");
+        assert_eq!(
+            body.as_ref(),
+            format!("[{}]", event(1)).as_bytes(),
+            "body byte-identical"
+        );
+    }
+    let m = &gw.metrics;
+    assert_eq!(m.delivered.with_label_values(&["fn"]).get(), 1);
+    assert_eq!(m.retried.with_label_values(&["fn"]).get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_refusal_and_exhausted_retries_go_to_the_dead_letter_file() {
+    let (addr, _) = host(|_| 400).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = open(dir.path(), addr, "");
+    assert_eq!(post(&gw, format!("[{}]", event(1)), &[]).await, 200);
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    let dl = std::fs::read_to_string(dir.path().join("dead-letter/fn.jsonl")).expect("dead letter");
+    let line: serde_json::Value = serde_json::from_str(dl.trim()).expect("json line");
+    assert!(
+        line["reason"].as_str().is_some_and(|r| r.contains("400")),
+        "{line}"
+    );
+    assert_eq!(line["event"]["id"], "ev-1");
+
+    let (addr, seen) = host(|_| 500).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = open(
+        dir.path(),
+        addr,
+        "    delivery: {retry: {max_attempts: 3, initial_backoff_ms: 20}}\n",
+    );
+    assert_eq!(post(&gw, format!("[{}]", event(2)), &[]).await, 200);
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    assert_eq!(seen.lock().expect("seen").len(), 3, "three attempts");
+    let dl = std::fs::read_to_string(dir.path().join("dead-letter/fn.jsonl")).expect("dead letter");
+    assert!(dl.contains("3 attempts"), "{dl}");
+    assert_eq!(gw.metrics.dead_lettered.with_label_values(&["fn"]).get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_survive_a_restart_and_are_delivered_once_up() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // Nothing listens yet: deliveries fail and stay queued.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = dead.local_addr().expect("addr");
+    drop(dead);
+    {
+        let gw = open(
+            dir.path(),
+            port,
+            "    delivery: {retry: {initial_backoff_ms: 50}}\n",
+        );
+        let batch: Vec<String> = (0..20).map(event).collect();
+        assert_eq!(post(&gw, format!("[{}]", batch.join(",")), &[]).await, 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(gw.subscription_for("/events").expect("sub").pending(), 20);
+    }
+    // "Restart": a new gateway on the same directory, now with a host.
+    let (addr, seen) = host(|_| 200).await;
+    let gw = open(dir.path(), addr, "");
+    assert_eq!(
+        gw.subscription_for("/events").expect("sub").pending(),
+        20,
+        "recovered"
+    );
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    let ids: std::collections::BTreeSet<String> = seen
+        .lock()
+        .expect("seen")
+        .iter()
+        .flat_map(|(_, _, b)| {
+            serde_json::from_slice::<Vec<serde_json::Value>>(b).unwrap_or_default()
+        })
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 20);
+    // The dedupe window survived too: the same events again are acknowledged, not redelivered.
+    let batch: Vec<String> = (0..20).map(event).collect();
+    assert_eq!(post(&gw, format!("[{}]", batch.join(",")), &[]).await, 200);
+    assert_eq!(gw.subscription_for("/events").expect("sub").pending(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_batch_delivery_sends_up_to_max_events_per_request() {
+    let (addr, seen) = host(|_| 200).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = open(
+        dir.path(),
+        addr,
+        "    delivery: {batching: per-batch, max_events: 10, concurrency: 1}\n",
+    );
+    let batch: Vec<String> = (0..25).map(event).collect();
+    assert_eq!(post(&gw, format!("[{}]", batch.join(",")), &[]).await, 200);
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    let sizes: Vec<usize> = seen
+        .lock()
+        .expect("seen")
+        .iter()
+        .map(|(_, _, b)| {
+            serde_json::from_slice::<Vec<serde_json::Value>>(b)
+                .map(|v| v.len())
+                .unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(sizes, [10, 10, 5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudevents_are_delivered_in_binary_mode_with_encoded_headers() {
+    let (addr, seen) = host(|_| 200).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = open(
+        dir.path(),
+        addr,
+        "    delivery: {format: cloudevents-binary}\n",
+    );
+    assert_eq!(post(&gw, format!("[{}]", event(7)), &[]).await, 200);
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    let seen = seen.lock().expect("seen").clone();
+    let (_, headers, body) = &seen[0];
+    let h = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(h("ce-id"), Some("ev-7"));
+    assert_eq!(h("ce-type"), Some("Microsoft.Storage.BlobCreated"));
+    assert_eq!(h("ce-specversion"), Some("1.0"));
+    assert_eq!(h("content-type"), Some("application/json"));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(body).expect("json")["contentLength"],
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v18_oversized_body_is_refused_with_413_before_it_is_read() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = open(dir.path(), "127.0.0.1:9".parse().expect("addr"), "");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(rouse_eventgrid::server::serve(listener, gw.clone()));
+    // Declares 2 MiB + 1 and sends only the head: the answer comes without the body.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\naeg-event-type: Notification\r\ncontent-length: {}\r\n\r\n",
+        2 * 1024 * 1024 + 1
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("answered before the body")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert_eq!(gw.subscription_for("/events").expect("sub").pending(), 0);
+}
