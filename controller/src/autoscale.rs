@@ -38,7 +38,8 @@ impl DemandSource for Target {
     fn observe(&self) -> Observation {
         let d = self.demand.snapshot();
         Observation {
-            held: d.held,
+            // Queued events are pending work exactly like held requests.
+            held: d.held + d.queued,
             in_flight: d.in_flight,
             requests_total: d.requests_total,
             last_activity: d.last_activity,

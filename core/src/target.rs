@@ -89,6 +89,9 @@ impl EndpointSet {
 pub struct Demand {
     epoch: Instant,
     held: AtomicU64,
+    /// Events accepted by the event gateway and not yet delivered: pending work like held
+    /// requests, so they wake and scale the target too.
+    queued: AtomicU64,
     in_flight: AtomicU64,
     requests_total: AtomicU64,
     /// Nanoseconds since `epoch` of the last start or finish; 0 = never.
@@ -104,6 +107,7 @@ pub struct Demand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DemandSnapshot {
     pub held: u64,
+    pub queued: u64,
     pub in_flight: u64,
     pub requests_total: u64,
     pub last_activity: Option<Instant>,
@@ -114,6 +118,7 @@ impl Default for Demand {
         Demand {
             epoch: Instant::now(),
             held: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             requests_total: AtomicU64::new(0),
             last_activity: AtomicU64::new(0),
@@ -171,6 +176,15 @@ impl Demand {
         self.held.load(Ordering::Acquire)
     }
 
+    /// Sets the number of queued events (the event gateway owns the count).
+    pub fn set_queued(&self, n: u64) {
+        self.queued.store(n, Ordering::Release);
+    }
+
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
+    }
+
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Acquire)
     }
@@ -179,6 +193,7 @@ impl Demand {
         let last = self.last_activity.load(Ordering::Relaxed);
         DemandSnapshot {
             held: self.held(),
+            queued: self.queued(),
             in_flight: self.in_flight(),
             requests_total: self.requests_total.load(Ordering::Relaxed),
             last_activity: (last > 0).then(|| self.epoch + Duration::from_nanos(last)),

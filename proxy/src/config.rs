@@ -12,6 +12,7 @@ use rouse_core::Route;
 use serde::Deserialize;
 
 use crate::tls::CertConfig;
+use rouse_eventgrid::GatewayConfig;
 
 /// `proxy.tls`: an HTTPS listener (h2 and HTTP/1.1 by ALPN).
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +125,9 @@ pub struct LocalFile {
     #[serde(default)]
     pub proxy: ProxySettings,
     pub apps: Vec<AppConfig>,
+    /// Event Grid / CloudEvents webhooks on the proxy's listener (see eventgrid-adapter).
+    #[serde(default)]
+    pub event_gateway: Option<GatewayConfig>,
 }
 
 /// One app, converted.
@@ -140,6 +144,7 @@ pub struct LocalApp {
 pub struct LocalConfig {
     pub proxy: ProxySettings,
     pub apps: Vec<LocalApp>,
+    pub event_gateway: Option<GatewayConfig>,
 }
 
 /// The 1-based line of the `nth` (0-based) `name: <name>` entry in `text` (bare or quoted), for
@@ -239,14 +244,41 @@ pub fn parse(text: &str, origin: &str) -> Result<LocalConfig, Vec<String>> {
             "{origin}: proxy.tls.certificates: at least one certificate is required"
         ));
     }
+    if let Some(gw) = &file.event_gateway {
+        errors.extend(gw.validate().into_iter().map(|e| format!("{origin}: {e}")));
+        for (i, s) in gw.subscriptions.iter().enumerate() {
+            let Some(app) = &s.target.app else { continue };
+            let Some(a) = apps.iter().find(|a| &a.route.name == app) else {
+                errors.push(format!(
+                    "{origin}: event_gateway.subscriptions[{i}].target.app: no app named {app:?}"
+                ));
+                continue;
+            };
+            if s.target.host.is_none() && delivery_host(&a.route).is_none() {
+                errors.push(format!(
+                    "{origin}: event_gateway.subscriptions[{i}].target.host: app {app:?} has no \
+                     exact host to deliver to; set target.host"
+                ));
+            }
+        }
+    }
     if errors.is_empty() {
         Ok(LocalConfig {
             proxy: file.proxy,
             apps,
+            event_gateway: file.event_gateway,
         })
     } else {
         Err(errors)
     }
+}
+
+/// The `Host` deliveries to `route` carry by default: its first exact host.
+pub fn delivery_host(route: &Route) -> Option<String> {
+    route.hosts.iter().find_map(|h| match h {
+        rouse_core::HostPattern::Exact(h) => Some(h.clone()),
+        _ => None,
+    })
 }
 
 /// Reads and parses a file.

@@ -97,7 +97,8 @@ fn demand_value(target: &Target, wake: Option<Instant>) -> serde_json::Value {
     let mut v = json!({
         "type": "demand",
         "target": target.name,
-        "held": d.held,
+        // Queued events (event gateway) count as held: pending work that needs the target.
+        "held": d.held + d.queued,
         "in_flight": d.in_flight,
         "requests_total": d.requests_total,
         "idle_ms": idle_ms,

@@ -25,6 +25,7 @@ use crate::kubernetes::Scope;
 use crate::state::ProxyState;
 use crate::telemetry::Metrics;
 use crate::tls::{CertStore, Resolver};
+use rouse_eventgrid::Gateway;
 
 /// pingora's wait after shutdown starts for runtimes to stop (explicit: its default is 5 s).
 const RUNTIME_SHUTDOWN_SECS: u64 = 5;
@@ -49,6 +50,7 @@ struct ControlPlane {
     settings: ProxySettings,
     admin: std::sync::Mutex<Option<std::net::TcpListener>>,
     certs: Option<Arc<CertStore>>,
+    gateway: Option<Arc<Gateway>>,
 }
 
 #[async_trait]
@@ -61,6 +63,28 @@ impl BackgroundService for ControlPlane {
         };
         if let Some(listener) = admin {
             tokio::spawn(crate::admin::serve(listener, self.state.clone(), feed));
+        }
+        if let Some(gw) = &self.gateway {
+            // Deliveries go through this proxy's own listener with the app's Host, so they are
+            // held for a cold target and wake it.
+            let listen = self.settings.listen;
+            let hosts = match &self.platform {
+                Platform::Local { config, .. } => config
+                    .apps
+                    .iter()
+                    .map(|a| (a.route.name.clone(), crate::config::delivery_host(&a.route)))
+                    .collect::<std::collections::HashMap<_, _>>(),
+                Platform::Kubernetes { .. } => Default::default(),
+            };
+            rouse_eventgrid::deliver::start(gw, |sub| {
+                let t = &sub.config.target;
+                let app_host = t.app.as_ref().and_then(|a| hosts.get(a).cloned().flatten());
+                rouse_eventgrid::deliver::Destination {
+                    base: t.url.clone().unwrap_or_else(|| format!("http://{listen}")),
+                    host: t.host.clone().or(app_host),
+                }
+            });
+            tokio::spawn(gw.clone().maintain());
         }
         if let (Some(certs), Some(tls)) = (&self.certs, &self.settings.tls) {
             tokio::spawn(
@@ -138,7 +162,7 @@ pub fn run_kubernetes(settings: ProxySettings, scope: Scope, id: &str) -> anyhow
         scope,
         feed: DemandFeed::new(id),
     };
-    serve(settings, state, platform, 0)
+    serve(settings, state, platform, None, 0)
 }
 
 /// Builds and runs the local all-in-one server. Returns only after a fast shutdown; a graceful
@@ -172,13 +196,52 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
         .max()
         .unwrap_or_default()
         .max(Duration::from_secs(1));
+    let gateway = match &config.event_gateway {
+        Some(gw_config) => Some(open_gateway(gw_config, &config, &state, &registry)?),
+        None => None,
+    };
     let settings = config.proxy.clone();
     let platform = Platform::Local {
         platform,
         config: Box::new(config),
         controller_metrics,
     };
-    serve(settings, state, platform, 2 * max_stop_grace.as_secs())
+    serve(
+        settings,
+        state,
+        platform,
+        gateway,
+        2 * max_stop_grace.as_secs(),
+    )
+}
+
+/// Opens the event gateway (replaying its queue) with a hook that counts each subscription's
+/// queued events in its app's demand and wakes the app when events wait for it.
+fn open_gateway(
+    gw_config: &rouse_eventgrid::GatewayConfig,
+    config: &LocalConfig,
+    state: &Arc<ProxyState>,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<Arc<Gateway>> {
+    let targets: std::collections::HashMap<String, Arc<rouse_core::Target>> = config
+        .apps
+        .iter()
+        .map(|a| (a.route.name.clone(), state.target(&a.route.target)))
+        .collect();
+    let hook: rouse_eventgrid::gateway::PendingHook = Arc::new(move |sub, pending| {
+        let Some(target) = sub.target.app.as_ref().and_then(|a| targets.get(a)) else {
+            return;
+        };
+        target.demand.set_queued(pending as u64);
+        if pending > 0 && target.endpoints().is_empty() {
+            target.demand.wake();
+        }
+    });
+    Gateway::open(
+        gw_config,
+        rouse_eventgrid::metrics::Metrics::new(registry),
+        Some(hook),
+    )
 }
 
 /// The pingora server shared by both platforms. `stop_secs` is what the platform needs after the
@@ -187,6 +250,7 @@ fn serve(
     p: ProxySettings,
     state: Arc<ProxyState>,
     platform: Platform,
+    gateway: Option<Arc<Gateway>>,
     stop_secs: u64,
 ) -> anyhow::Result<()> {
     let admin = std::net::TcpListener::bind(p.admin_listen)
@@ -227,6 +291,7 @@ fn serve(
         &server.configuration,
         Forwarder {
             state: state.clone(),
+            gateway: gateway.clone(),
         },
         "rouse-proxy",
     );
@@ -263,6 +328,7 @@ fn serve(
             settings: p.clone(),
             admin: std::sync::Mutex::new(Some(admin)),
             certs,
+            gateway,
         },
     ));
 

@@ -158,6 +158,8 @@ pub struct Launch<'a> {
     pub threads: usize,
     /// CPUs to pin Rouse and its apps to (`taskset -c` list), if any.
     pub cpus: Option<&'a str>,
+    /// Top-level YAML appended after `apps:` (e.g. an `event_gateway:` section).
+    pub extra: &'a str,
 }
 
 impl Default for Launch<'_> {
@@ -168,6 +170,7 @@ impl Default for Launch<'_> {
             log: "info",
             threads: 2,
             cpus: None,
+            extra: "",
         }
     }
 }
@@ -256,6 +259,7 @@ impl Rouse {
             log,
             threads,
             cpus,
+            extra,
         } = launch;
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -271,6 +275,7 @@ impl Rouse {
         for a in apps {
             yaml.push_str(&a.render());
         }
+        yaml.push_str(extra);
         let config = dir.join("rouse.yaml");
         std::fs::write(&config, &yaml).expect("write config");
         // `taskset` pins Rouse and, by inheritance, the apps it starts.

@@ -8,7 +8,8 @@
 //! Paths: `/` greeting · `/healthz` · `/sleep?ms=N` · `/echo` (streams the body back) ·
 //! `/bytes?n=N` (streams N bytes) · `/count` (reads the body, answers its length) · `/ws`
 //! (WebSocket echo) · `/crash` (exits with status 3) · `/headers` (request headers as text) ·
-//! `/stats` (most requests this replica ever had in flight at once).
+//! `/stats` (most requests this replica ever had in flight at once) · `/events` and
+//! `/runtime/webhooks/EventGrid` (event sink: `EVENT_LOG`, `CRASH_AFTER_EVENTS`).
 //!
 //! `IGNORE_SIGTERM=1` makes it ignore SIGTERM (to exercise the supervisor's SIGKILL).
 
@@ -65,6 +66,63 @@ fn query_u64(req: &Request<Incoming>, key: &str) -> Option<u64> {
         let (k, v) = kv.split_once('=')?;
         (k == key).then(|| v.parse().ok()).flatten()
     })
+}
+
+/// Event deliveries handled so far by this process (for `CRASH_AFTER_EVENTS`).
+static EVENT_REQUESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// An event sink for the gateway tests: appends each request body as one line to `EVENT_LOG`
+/// (append + fsync, so a crash right after does not lose it), then answers 200.
+/// `CRASH_AFTER_EVENTS=N` exits (status 3) on the N+1-th delivery *before* recording it, like a
+/// target dying mid-delivery (once per `CRASH_ONCE_FILE`, if set).
+async fn record_event(req: Request<Incoming>) -> Response<Body> {
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return full(StatusCode::BAD_REQUEST, format!("body error: {e}\n")),
+    };
+    let n = EVENT_REQUESTS.fetch_add(1, Ordering::SeqCst);
+    if let Some(limit) = std::env::var("CRASH_AFTER_EVENTS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        && n >= limit
+    {
+        // `CRASH_ONCE_FILE`: crash only if this file does not exist yet (and create it), so the
+        // restarted replica carries on.
+        let once = std::env::var("CRASH_ONCE_FILE").ok();
+        let first = once.as_ref().is_none_or(|f| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(f)
+                .is_ok()
+        });
+        if first {
+            println!("crashing on event delivery {n}");
+            std::process::exit(3);
+        }
+    }
+    if let Ok(path) = std::env::var("EVENT_LOG") {
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            let mut line = body.to_vec();
+            line.retain(|b| *b != b'\n');
+            line.push(b'\n');
+            f.write_all(&line)?;
+            f.sync_data()
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            return full(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "event log not writable\n",
+            );
+        }
+    }
+    full(StatusCode::OK, "recorded\n")
 }
 
 async fn handle(req: Request<Incoming>, name: String) -> Result<Response<Body>, Infallible> {
@@ -132,6 +190,7 @@ async fn handle(req: Request<Incoming>, name: String) -> Result<Response<Body>, 
             std::process::exit(3);
         }
         "/ws" => return Ok(websocket(req)),
+        "/events" | "/runtime/webhooks/EventGrid" => return Ok(record_event(req).await),
         _ => full(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(resp)

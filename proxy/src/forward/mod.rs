@@ -11,6 +11,7 @@
 
 pub mod headers;
 pub mod respond;
+pub mod webhook;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -41,6 +42,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The data plane's request handler. Stateless itself: all state lives in [`ProxyState`].
 pub struct Forwarder {
     pub state: Arc<ProxyState>,
+    /// Event Grid / CloudEvents webhooks on this listener, if configured.
+    pub gateway: Option<Arc<rouse_eventgrid::Gateway>>,
 }
 
 /// Per-request state carried across pingora's phases.
@@ -132,6 +135,13 @@ impl ProxyHttp for Forwarder {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(gw) = &self.gateway
+            && let Some(sub) = gw.subscription_for(session.req_header().uri.path())
+        {
+            let sub = sub.clone();
+            webhook::serve(session, gw, &sub).await?;
+            return Ok(true);
+        }
         let snapshot = self.state.snapshot();
         let req = session.req_header();
         let Some(host) = request_host(req) else {
