@@ -154,18 +154,33 @@ impl Authenticator {
 
     async fn key_for(&self, entra: &EntraConfig, kid: &str) -> Result<DecodingKey, Denied> {
         let fresh = |ks: &KeySet| ks.fetched.elapsed() < Duration::from_secs(entra.cache_secs);
-        {
+        // An unknown kid refetches at most this often: tokens with made-up kids must not turn
+        // the gateway into a JWKS request amplifier.
+        let recent = |ks: &KeySet| ks.fetched.elapsed() < Duration::from_secs(30);
+        let stale_key = {
             let cached = self.jwks.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(ks) = cached.as_ref().filter(|ks| fresh(ks))
-                && let Some(k) = ks.keys.get(kid)
-            {
-                return Ok(k.clone());
+            match cached.as_ref() {
+                Some(ks) if fresh(ks) => {
+                    if let Some(k) = ks.keys.get(kid) {
+                        return Ok(k.clone());
+                    }
+                    if recent(ks) {
+                        return Err(Denied::Unauthorized(format!(
+                            "no signing key {kid:?} in the JWKS"
+                        )));
+                    }
+                    None
+                }
+                Some(ks) => ks.keys.get(kid).cloned(),
+                None => None,
             }
-        }
-        // Unknown kid or stale set: refetch (keys rotate).
-        let keys = fetch_jwks(&entra.jwks_url)
-            .await
-            .map_err(Denied::Unavailable)?;
+        };
+        // Unknown kid or stale set: refetch (keys rotate). If the JWKS is unreachable, a key
+        // already known still verifies the token.
+        let keys = match fetch_jwks(&entra.jwks_url).await {
+            Ok(keys) => keys,
+            Err(e) => return stale_key.ok_or(Denied::Unavailable(e)),
+        };
         let key = keys.get(kid).cloned();
         *self.jwks.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeySet {
             keys,
@@ -175,12 +190,12 @@ impl Authenticator {
     }
 
     async fn check_bearer(&self, entra: &EntraConfig, headers: &Headers) -> Result<(), Denied> {
+        // The scheme is case-insensitive (RFC 9110 §11.1).
         let token = headers
             .get("authorization")
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
             .ok_or_else(|| Denied::Unauthorized("no bearer token".into()))?;
         let header =
             decode_header(token).map_err(|e| Denied::Unauthorized(format!("token: {e}")))?;

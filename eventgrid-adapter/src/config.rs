@@ -344,8 +344,12 @@ impl GatewayConfig {
     /// Every problem, each prefixed with `event_gateway.subscriptions[i]`.
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        if self.max_body_bytes == 0 {
-            errors.push("event_gateway.max_body_bytes must be at least 1".into());
+        if self.max_body_bytes == 0 || self.max_body_bytes > 8 * 1024 * 1024 {
+            errors.push(
+                "event_gateway.max_body_bytes must be 1..=8388608 (8 MiB; Event Grid sends at most \
+                 1 MB)"
+                    .into(),
+            );
         }
         for (i, s) in self.subscriptions.iter().enumerate() {
             for e in s.validate() {

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::config::{Batching, Format};
 use crate::convert;
 use crate::gateway::{Gateway, Item, Subscription, now_ms};
-use crate::store::{Kind, Outcome};
+use crate::store::Outcome;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -64,14 +64,21 @@ pub fn start(gateway: &Arc<Gateway>, destination: impl Fn(&Subscription) -> Dest
     }
 }
 
-/// Takes up to `max` ready events, waiting for some.
+/// Takes up to `max` ready events, waiting for some. A batch only holds events with the same
+/// forwarded headers (they travel on the request, not per event).
 async fn take(sub: &Subscription, max: usize) -> Vec<Item> {
     loop {
         let notified = sub.ready.notified();
         {
             let mut q = sub.lock();
-            if !q.ready.is_empty() {
-                let n = max.min(q.ready.len());
+            if let Some(first) = q.ready.front() {
+                let headers = first.event.headers.clone();
+                let n = q
+                    .ready
+                    .iter()
+                    .take(max)
+                    .take_while(|i| i.event.headers == headers)
+                    .count();
                 let items: Vec<Item> = q.ready.drain(..n).collect();
                 if !q.ready.is_empty() {
                     sub.ready.notify_one();
@@ -302,7 +309,8 @@ async fn send(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     // Read the body so the connection can be reused (bounded: answers are small).
-    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
+    let limited = http_body_util::Limited::new(resp.into_body(), 64 * 1024);
+    let body = tokio::time::timeout(Duration::from_secs(5), limited.collect())
         .await
         .ok()
         .and_then(Result::ok)
@@ -319,9 +327,4 @@ async fn send(
             retry_after,
         }),
     }
-}
-
-/// Whether stored events of `kind` can be delivered in `format` (checked at start-up).
-pub fn compatible(kind: Kind, format: Format) -> bool {
-    !(kind == Kind::CloudEvent && format == Format::Eventgrid)
 }

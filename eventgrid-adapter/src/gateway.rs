@@ -130,6 +130,8 @@ pub type PendingHook = Arc<dyn Fn(&SubscriptionConfig, usize) + Send + Sync>;
 #[derive(Default)]
 struct Dedupe {
     seen: HashSet<(String, String)>,
+    /// Keys being written right now (not yet acknowledged).
+    in_flight: HashSet<(String, String)>,
     order: VecDeque<(u64, String, String)>,
 }
 
@@ -285,7 +287,7 @@ impl Gateway {
     }
 
     /// Answers one webhook request for `sub`.
-    pub async fn handle(&self, sub: &Subscription, req: Request) -> Response {
+    pub async fn handle(self: &Arc<Self>, sub: &Arc<Subscription>, req: Request) -> Response {
         let name = &sub.config.name;
         if req.method == http::Method::OPTIONS {
             let a = handshake::options(
@@ -373,6 +375,12 @@ impl Gateway {
                     sub.config.max_pending
                 ),
             ),
+            Err(Refused::InFlight) => self.reject(
+                sub,
+                503,
+                "duplicate_in_flight",
+                "an event of this request is being stored by another request; retry",
+            ),
             Err(Refused::Store(e)) => self.reject(
                 sub,
                 503,
@@ -458,38 +466,69 @@ impl Gateway {
     }
 
     /// Dedupes, stores durably and queues `drafts`. `Ok` = safe to acknowledge.
+    ///
+    /// Keys are reserved *in flight* before the write: a concurrent request carrying the same
+    /// event gets 503 (retry) rather than an acknowledgement for an event not yet on disk. The
+    /// write and the commit run in their own task, so a sender hanging up mid-write cannot
+    /// leave keys reserved or a stored event unqueued.
     async fn accept(
-        &self,
-        sub: &Subscription,
+        self: &Arc<Self>,
+        sub: &Arc<Subscription>,
         drafts: Vec<Draft>,
         kind: Kind,
     ) -> Result<(), Refused> {
-        let name = &sub.config.name;
+        let name = sub.config.name.clone();
         if drafts.is_empty() {
             return Ok(());
         }
-        // Reserve the keys first, so a concurrent duplicate request cannot store them too.
-        let mut fresh = Vec::with_capacity(drafts.len());
+        let mut fresh: Vec<Draft> = Vec::with_capacity(drafts.len());
         {
             let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
             d.expire(now_ms(), &self.windows);
+            let mut busy = false;
+            let mut mine = HashSet::new();
             for draft in drafts {
-                if d.seen.insert((name.clone(), draft.key.clone())) {
-                    fresh.push(draft);
+                let k = (name.clone(), draft.key.clone());
+                if d.seen.contains(&k) || mine.contains(&draft.key) {
+                    self.metrics.deduplicated.with_label_values(&[&name]).inc();
+                } else if d.in_flight.contains(&k) {
+                    busy = true;
                 } else {
-                    self.metrics.deduplicated.with_label_values(&[name]).inc();
+                    mine.insert(draft.key.clone());
+                    fresh.push(draft);
                 }
             }
-        }
-        let release = |keys: &[Draft]| {
-            let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
-            for k in keys {
-                d.seen.remove(&(name.clone(), k.key.clone()));
+            if busy {
+                return Err(Refused::InFlight);
             }
-        };
+            for f in &fresh {
+                d.in_flight.insert((name.clone(), f.key.clone()));
+            }
+        }
         if fresh.is_empty() {
             return Ok(());
         }
+        let gw = self.clone();
+        let sub = sub.clone();
+        let commit = tokio::spawn(async move { gw.store_and_queue(&sub, fresh, kind).await });
+        commit
+            .await
+            .unwrap_or_else(|e| Err(Refused::Store(format!("commit task: {e}"))))
+    }
+
+    async fn store_and_queue(
+        &self,
+        sub: &Subscription,
+        fresh: Vec<Draft>,
+        kind: Kind,
+    ) -> Result<(), Refused> {
+        let name = &sub.config.name;
+        let release = |keys: &[Draft]| {
+            let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
+            for k in keys {
+                d.in_flight.remove(&(name.clone(), k.key.clone()));
+            }
+        };
         if sub.pending() + fresh.len() > sub.config.max_pending {
             release(&fresh);
             return Err(Refused::Full);
@@ -519,6 +558,9 @@ impl Gateway {
         {
             let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
             for e in &events {
+                let k = (name.clone(), e.key.clone());
+                d.in_flight.remove(&k);
+                d.seen.insert(k);
                 d.order
                     .push_back((e.received_ms, name.clone(), e.key.clone()));
             }
@@ -553,10 +595,20 @@ impl Gateway {
             let store = self.store.clone();
             let _ = tokio::task::spawn_blocking(move || store.sync()).await;
             n += 1;
-            if n.is_multiple_of(100) {
-                let pending: usize = self.subs.iter().map(|s| s.pending()).sum();
+            if n.is_multiple_of(100) && self.store.wants_compaction() {
+                let carry: Vec<(String, String, u64)> = {
+                    let d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
+                    d.order
+                        .iter()
+                        .map(|(at, sub, key)| (sub.clone(), key.clone(), *at))
+                        .collect()
+                };
                 let store = self.store.clone();
-                let _ = tokio::task::spawn_blocking(move || store.compact_if_empty(pending)).await;
+                match tokio::task::spawn_blocking(move || store.compact(&carry)).await {
+                    Ok(Ok(true)) => tracing::info!("Event log compacted."),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "Event log compaction failed."),
+                    _ => {}
+                }
             }
         }
     }
@@ -605,6 +657,8 @@ enum Parsed {
 enum Refused {
     Full,
     Store(String),
+    /// The same event is being stored by a concurrent request.
+    InFlight,
 }
 
 fn forwarded_headers(names: &[String], headers: &Headers) -> Vec<(String, String)> {

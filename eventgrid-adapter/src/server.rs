@@ -59,10 +59,12 @@ pub async fn read(
             ));
         }
     };
-    let headers = Headers::new(parts.headers.iter().filter_map(|(k, v)| {
-        v.to_str()
-            .ok()
-            .map(|v| (k.as_str().to_string(), v.to_string()))
+    // Raw UTF-8 (e.g. an unencoded ce-subject from sdk-go) is kept, not dropped.
+    let headers = Headers::new(parts.headers.iter().map(|(k, v)| {
+        (
+            k.as_str().to_string(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )
     }));
     Ok(Request {
         method: parts.method,

@@ -7,13 +7,22 @@
 //! write) ends the replay and is cut off: it can only hold records that were never acknowledged
 //! (acks follow the fsync). `Done` records are fsync'd in the background (at most
 //! [`DONE_SYNC`] later): losing one in a crash means redelivering that event, never losing it.
-//! When nothing is pending and the log exceeds [`COMPACT_BYTES`], it starts over.
+//! When nothing in it is pending any more and the log exceeds [`COMPACT_BYTES`], it is
+//! replaced (atomically: new file, fsync, rename) by one holding only the dedupe window's keys.
+//! A record with a valid checksum that cannot be decoded stops the start-up instead of being
+//! cut off: only a torn tail is ever truncated.
+//!
+//! Appends are *group-committed*: concurrent requests queue their records, one caller writes
+//! everything queued with one `write` and one fsync, and all of them return together, so the
+//! disk's fsync rate does not cap the request rate. A failed write is cut off again, so a later
+//! record can never follow garbage (which would end a replay early).
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -22,8 +31,9 @@ use serde::{Deserialize, Serialize};
 pub const DONE_SYNC: Duration = Duration::from_millis(100);
 /// Log size above which an empty queue starts a new file.
 pub const COMPACT_BYTES: u64 = 64 * 1024 * 1024;
-/// Largest record replay accepts (a corrupt length must not allocate gigabytes).
-const MAX_RECORD: u32 = 16 * 1024 * 1024;
+/// Largest record written or replayed (a corrupt length must not allocate gigabytes; an
+/// acknowledged record must never be one replay refuses).
+pub const MAX_RECORD: u32 = 16 * 1024 * 1024;
 
 /// Which schema a stored event is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +69,16 @@ pub enum Outcome {
 #[derive(Debug, Serialize, Deserialize)]
 enum Record {
     Accepted(Event),
-    Done { seq: u64, outcome: Outcome },
+    Done {
+        seq: u64,
+        outcome: Outcome,
+    },
+    /// A dedupe key carried over by compaction.
+    Seen {
+        subscription: String,
+        key: String,
+        received_ms: u64,
+    },
 }
 
 /// What replaying the log found.
@@ -77,21 +96,40 @@ pub struct Recovered {
 struct Inner {
     file: File,
     len: u64,
+    /// Accepted records in this file without a `Done` (orphans of removed subscriptions too).
+    live: u64,
 }
 
-/// The log. Appends are serialised; `append` returns only once the data is on disk.
+/// Appends waiting for the next group commit.
+#[derive(Default)]
+struct Commit {
+    /// (ticket, records, bytes)
+    queue: Vec<(u64, u64, Vec<u8>)>,
+    writing: bool,
+    next_ticket: u64,
+    /// Outcome per ticket, taken by its waiter.
+    results: HashMap<u64, Result<(), String>>,
+}
+
+/// The log. `append` returns only once the data is on disk.
 pub struct Store {
     path: PathBuf,
     inner: Mutex<Inner>,
     dirty: AtomicBool,
     /// Fault injection for tests: appends fail while set (the "store is down" case).
     fail: AtomicBool,
+    /// Set when a failed write could not be cut off: the log refuses appends from then on.
+    broken: AtomicBool,
+    commit: Mutex<Commit>,
+    committed: Condvar,
 }
 
 fn frame(record: &Record) -> std::io::Result<Vec<u8>> {
     let json = serde_json::to_vec(record)?;
-    let len =
-        u32::try_from(json.len()).map_err(|_| std::io::Error::other("record larger than 4 GiB"))?;
+    let len = u32::try_from(json.len())
+        .ok()
+        .filter(|l| *l <= MAX_RECORD)
+        .ok_or_else(|| std::io::Error::other(format!("record larger than {MAX_RECORD} bytes")))?;
     let mut out = Vec::with_capacity(json.len() + 8);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
@@ -100,6 +138,8 @@ fn frame(record: &Record) -> std::io::Result<Vec<u8>> {
 }
 
 /// Reads records until the end or the first torn/corrupt one; returns them and the good length.
+/// A record whose checksum is right but whose content cannot be read is an error: cutting it
+/// off would lose every acknowledged record after it.
 fn replay(file: &mut File) -> std::io::Result<(Vec<Record>, u64)> {
     file.seek(SeekFrom::Start(0))?;
     let mut reader = BufReader::new(&mut *file);
@@ -123,7 +163,12 @@ fn replay(file: &mut File) -> std::io::Result<(Vec<Record>, u64)> {
         }
         match serde_json::from_slice::<Record>(&json) {
             Ok(r) => records.push(r),
-            Err(_) => break,
+            Err(e) => {
+                return Err(std::io::Error::other(format!(
+                    "event log record at byte {good} has a valid checksum but cannot be read \
+                     ({e}); refusing to start rather than drop what follows it"
+                )));
+            }
         }
         good += 8 + u64::from(len);
     }
@@ -169,6 +214,11 @@ impl Store {
                 Record::Done { seq, .. } => {
                     done.insert(seq);
                 }
+                Record::Seen {
+                    subscription,
+                    key,
+                    received_ms,
+                } => rec.seen.push((subscription, key, received_ms)),
             }
         }
         rec.pending = accepted
@@ -176,11 +226,19 @@ impl Store {
             .filter(|e| !done.contains(&e.seq))
             .collect();
         sync_dir(dir);
+        let live = rec.pending.len() as u64;
         let store = Store {
             path,
-            inner: Mutex::new(Inner { file, len: good }),
+            inner: Mutex::new(Inner {
+                file,
+                len: good,
+                live,
+            }),
             dirty: AtomicBool::new(false),
             fail: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            commit: Mutex::new(Commit::default()),
+            committed: Condvar::new(),
         };
         Ok((store, rec))
     }
@@ -189,8 +247,46 @@ impl Store {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends `events` as one write and fsyncs: all are on disk when this returns `Ok`.
-    /// Blocking: call it from a blocking-capable context (`spawn_blocking`).
+    fn commit_lock(&self) -> std::sync::MutexGuard<'_, Commit> {
+        self.commit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `buf` at the end (fsync'd when `sync`); on failure cuts the file back so no
+    /// partial record stays, or marks the log broken if even that fails.
+    fn write(&self, buf: &[u8], sync: bool, live: i64) -> std::io::Result<()> {
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other(
+                "event log broken by an earlier failed write",
+            ));
+        }
+        let mut inner = self.lock();
+        let result = inner
+            .file
+            .write_all(buf)
+            .and_then(|()| if sync { inner.file.sync_data() } else { Ok(()) });
+        match result {
+            Ok(()) => {
+                inner.len += buf.len() as u64;
+                inner.live = inner.live.saturating_add_signed(live);
+                Ok(())
+            }
+            Err(e) => {
+                let len = inner.len;
+                if inner
+                    .file
+                    .set_len(len)
+                    .and_then(|()| inner.file.sync_data())
+                    .is_err()
+                {
+                    self.broken.store(true, Ordering::Relaxed);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends `events` durably: all are on disk (fsync'd) when this returns `Ok`. Concurrent
+    /// callers share one write and one fsync. Blocking: call it from `spawn_blocking`.
     pub fn append(&self, events: &[Event]) -> std::io::Result<()> {
         if self.fail.load(Ordering::Relaxed) {
             return Err(std::io::Error::other("store unavailable (injected)"));
@@ -199,11 +295,36 @@ impl Store {
         for e in events {
             buf.extend_from_slice(&frame(&Record::Accepted(e.clone()))?);
         }
-        let mut inner = self.lock();
-        inner.file.write_all(&buf)?;
-        inner.file.sync_data()?;
-        inner.len += buf.len() as u64;
-        Ok(())
+        let mut c = self.commit_lock();
+        let ticket = c.next_ticket;
+        c.next_ticket += 1;
+        c.queue.push((ticket, events.len() as u64, buf));
+        loop {
+            if let Some(result) = c.results.remove(&ticket) {
+                return result.map_err(std::io::Error::other);
+            }
+            if c.writing {
+                c = self.committed.wait(c).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // Become the writer for everything queued so far (our own record included).
+            c.writing = true;
+            let batch = std::mem::take(&mut c.queue);
+            drop(c);
+            let all: Vec<u8> = batch
+                .iter()
+                .flat_map(|(_, _, b)| b.iter().copied())
+                .collect();
+            let count: u64 = batch.iter().map(|(_, n, _)| n).sum();
+            let live = i64::try_from(count).unwrap_or(i64::MAX);
+            let outcome = self.write(&all, true, live).map_err(|e| e.to_string());
+            c = self.commit_lock();
+            for (t, _, _) in batch {
+                c.results.insert(t, outcome.clone());
+            }
+            c.writing = false;
+            self.committed.notify_all();
+        }
     }
 
     /// Records that `seqs` left the queue (synced within [`DONE_SYNC`] by [`Store::sync`]).
@@ -212,9 +333,7 @@ impl Store {
         for seq in seqs {
             buf.extend_from_slice(&frame(&Record::Done { seq: *seq, outcome })?);
         }
-        let mut inner = self.lock();
-        inner.file.write_all(&buf)?;
-        inner.len += buf.len() as u64;
+        self.write(&buf, false, -i64::try_from(seqs.len()).unwrap_or(i64::MAX))?;
         self.dirty.store(true, Ordering::Release);
         Ok(())
     }
@@ -227,16 +346,52 @@ impl Store {
         Ok(())
     }
 
-    /// Starts a new, empty log when nothing is pending and the file is large.
-    pub fn compact_if_empty(&self, pending: usize) -> std::io::Result<bool> {
+    /// Replaces a large log whose records are all done by one holding only `carry` (the
+    /// dedupe window's keys). Atomic: new file, fsync, rename, fsync of the directory. Runs
+    /// under the log's lock, so no append can land in between. Returns whether it compacted.
+    pub fn compact(&self, carry: &[(String, String, u64)]) -> std::io::Result<bool> {
+        self.compact_above(COMPACT_BYTES, carry)
+    }
+
+    fn compact_above(
+        &self,
+        threshold: u64,
+        carry: &[(String, String, u64)],
+    ) -> std::io::Result<bool> {
         let mut inner = self.lock();
-        if pending > 0 || inner.len < COMPACT_BYTES {
+        if inner.live > 0 || inner.len < threshold {
             return Ok(false);
         }
-        inner.file.set_len(0)?;
-        inner.file.sync_all()?;
-        inner.len = 0;
+        let mut buf = Vec::new();
+        for (subscription, key, received_ms) in carry {
+            buf.extend_from_slice(&frame(&Record::Seen {
+                subscription: subscription.clone(),
+                key: key.clone(),
+                received_ms: *received_ms,
+            })?);
+        }
+        let tmp = self.path.with_extension("log.new");
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&buf)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir);
+        }
+        inner.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
+        inner.len = buf.len() as u64;
         Ok(true)
+    }
+
+    /// Whether the log is large and nothing in it is pending.
+    pub fn wants_compaction(&self) -> bool {
+        let inner = self.lock();
+        inner.live == 0 && inner.len >= COMPACT_BYTES
     }
 
     pub fn len(&self) -> u64 {
@@ -313,6 +468,78 @@ mod tests {
         std::fs::write(&path, &bytes).expect("write");
         let (_, r) = Store::open(dir.path()).expect("reopen");
         assert_eq!(r.pending.iter().map(|e| e.seq).collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
+    fn compaction_waits_for_pending_events_and_keeps_the_dedupe_keys() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (s, _) = Store::open(dir.path()).expect("open");
+        s.append(&[event(0), event(1)]).expect("append");
+        let carry = vec![("s".to_string(), "t\u{0}0".to_string(), 5)];
+        assert!(
+            !s.compact_above(0, &carry).expect("compact"),
+            "events still pending"
+        );
+        s.done(&[0, 1], Outcome::Delivered).expect("done");
+        assert!(s.compact_above(0, &carry).expect("compact"));
+        s.append(&[event(2)]).expect("append after compaction");
+        drop(s);
+        let (_, r) = Store::open(dir.path()).expect("reopen");
+        assert_eq!(r.pending.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+        assert!(
+            r.seen
+                .contains(&("s".to_string(), "t\u{0}0".to_string(), 5)),
+            "{:?}",
+            r.seen
+        );
+    }
+
+    #[test]
+    fn an_unreadable_record_with_a_valid_checksum_stops_the_start_instead_of_truncating() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let (s, _) = Store::open(dir.path()).expect("open");
+            s.append(&[event(0)]).expect("append");
+        }
+        let path = dir.path().join("events.log");
+        let mut bytes = std::fs::read(&path).expect("read");
+        let json = br#"{"FromTheFuture":1}"#;
+        bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(json).to_le_bytes());
+        bytes.extend_from_slice(json);
+        let len = bytes.len();
+        std::fs::write(&path, &bytes).expect("write");
+        assert!(Store::open(dir.path()).is_err());
+        assert_eq!(
+            std::fs::read(&path).expect("read").len(),
+            len,
+            "nothing cut off"
+        );
+    }
+
+    #[test]
+    fn concurrent_appends_are_all_durable() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let (s, _) = Store::open(dir.path()).expect("open");
+            let s = std::sync::Arc::new(s);
+            let threads: Vec<_> = (0..8u64)
+                .map(|t| {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..50 {
+                            s.append(&[event(t * 1000 + i)]).expect("append");
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().expect("join");
+            }
+        }
+        let (_, r) = Store::open(dir.path()).expect("reopen");
+        assert_eq!(r.pending.len(), 400);
+        assert_eq!(r.truncated, 0);
     }
 
     #[test]

@@ -100,7 +100,7 @@ fn event(i: usize) -> String {
     EVENT.replace("\"ID\"", &format!("\"ev-{i}\""))
 }
 
-async fn post(gw: &Gateway, body: String, extra: &[(&str, &str)]) -> u16 {
+async fn post(gw: &Arc<Gateway>, body: String, extra: &[(&str, &str)]) -> u16 {
     let sub = gw.subscription_for("/events").expect("sub").clone();
     let mut headers = vec![
         ("content-type".to_string(), "application/json".to_string()),
@@ -196,21 +196,28 @@ async fn a_permanent_refusal_and_exhausted_retries_go_to_the_dead_letter_file() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_a_restart_and_are_delivered_once_up() {
     let dir = tempfile::tempdir().expect("tmp");
-    // Nothing listens yet: deliveries fail and stay queued.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = dead.local_addr().expect("addr");
-    drop(dead);
-    {
-        let gw = open(
-            dir.path(),
-            port,
-            "    delivery: {retry: {initial_backoff_ms: 50}}\n",
-        );
-        let batch: Vec<String> = (0..20).map(event).collect();
-        assert_eq!(post(&gw, format!("[{}]", batch.join(",")), &[]).await, 200);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(gw.subscription_for("/events").expect("sub").pending(), 20);
-    }
+    // First life, on its own runtime (dropped afterwards: workers and timers stop as with a
+    // process exit). The target answers 503 meanwhile: deliveries fail and stay queued. (A real
+    // listener, not a closed port that a parallel test could be given.)
+    let first_dir = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let (busy, _) = host(|_| 503).await;
+            let gw = open(
+                &first_dir,
+                busy,
+                "    delivery: {retry: {initial_backoff_ms: 50}}\n",
+            );
+            let batch: Vec<String> = (0..20).map(event).collect();
+            assert_eq!(post(&gw, format!("[{}]", batch.join(",")), &[]).await, 200);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(gw.subscription_for("/events").expect("sub").pending(), 20);
+        });
+        drop(rt);
+    })
+    .join()
+    .expect("first life");
     // "Restart": a new gateway on the same directory, now with a host.
     let (addr, seen) = host(|_| 200).await;
     let gw = open(dir.path(), addr, "");

@@ -103,7 +103,7 @@ fn gateway(dir: &std::path::Path, jwks: &str) -> Arc<Gateway> {
     .expect("gateway")
 }
 
-async fn post(gw: &Gateway, bearer: &str) -> u16 {
+async fn post(gw: &Arc<Gateway>, bearer: &str) -> u16 {
     let sub = gw.subscription_for("/events").expect("sub").clone();
     let body = r#"[{"id":"e1","topic":"t","subject":"s","eventType":"T","eventTime":"2024-01-01T00:00:00Z","data":{}}]"#;
     gw.handle(

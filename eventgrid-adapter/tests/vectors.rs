@@ -171,16 +171,52 @@ async fn v05_eg_validation_with_string_encoded_data() {
 }
 
 #[tokio::test]
-async fn v06_eg_validation_never_waits_for_the_target() {
-    // The gateway answers from its own state; the target (127.0.0.1:9, nothing listens) is
-    // never contacted: no delivery worker even runs in this fixture.
+async fn v06_eg_validation_is_answered_without_contacting_the_target() {
+    // Delivery workers run against a real listener standing in for the target (at zero, it
+    // would be woken by any connection): the handshake must not reach it.
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = target.local_addr().expect("addr");
+    let contacted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = contacted.clone();
+    tokio::spawn(async move {
+        while target.accept().await.is_ok() {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
     let f = fixture("");
+    rouse_eventgrid::deliver::start(&f.gw, |_| rouse_eventgrid::deliver::Destination {
+        base: format!("http://{addr}"),
+        host: None,
+    });
     let started = std::time::Instant::now();
     let r = f
         .post(&eg_headers("SubscriptionValidation"), VALIDATION)
         .await;
     assert_eq!(r.status, 200);
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        contacted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "target never contacted"
+    );
+    // Control: an event does reach it.
+    assert_eq!(
+        f.post(&eg_headers("Notification"), &format!("[{BLOB}]"))
+            .await
+            .status,
+        200
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while contacted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event was never delivered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -228,12 +228,23 @@ fn open_gateway(
         .iter()
         .map(|a| (a.route.name.clone(), state.target(&a.route.target)))
         .collect();
+    // Per subscription; an app's queued demand is the sum over the subscriptions feeding it.
+    let counts: std::sync::Mutex<std::collections::HashMap<String, (String, usize)>> =
+        Default::default();
     let hook: rouse_eventgrid::gateway::PendingHook = Arc::new(move |sub, pending| {
-        let Some(target) = sub.target.app.as_ref().and_then(|a| targets.get(a)) else {
+        let Some(app) = sub.target.app.as_ref() else {
             return;
         };
-        target.demand.set_queued(pending as u64);
-        if pending > 0 && target.endpoints().is_empty() {
+        let Some(target) = targets.get(app) else {
+            return;
+        };
+        let total: usize = {
+            let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+            c.insert(sub.name.clone(), (app.clone(), pending));
+            c.values().filter(|(a, _)| a == app).map(|(_, n)| n).sum()
+        };
+        target.demand.set_queued(total as u64);
+        if total > 0 && target.endpoints().is_empty() {
             target.demand.wake();
         }
     });

@@ -189,10 +189,6 @@ async fn acknowledged_events_survive_kill_9_and_are_delivered_after_a_restart() 
     assert_eq!(post(&rouse, batch(50..100)).await, 200);
     rouse.signal("KILL");
     drop(rouse);
-    assert!(
-        delivered(&log).is_empty(),
-        "nothing could be delivered before the kill"
-    );
 
     let rouse = Rouse::launch(Launch {
         apps: &apps,
@@ -246,9 +242,12 @@ async fn handshakes_and_auth_are_answered_by_rouse_while_the_target_is_at_zero()
     let r = rouse.request(req).await.expect("answered");
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["subscription"], "blobs");
+    // Longer than the app would take to start had anything woken it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        rouse.ready_replicas("sink").await,
+        rouse.count_output("hello-fn started"),
         0,
         "nothing woke the app"
     );
+    assert_eq!(rouse.ready_replicas("sink").await, 0);
 }

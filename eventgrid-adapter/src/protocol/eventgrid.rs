@@ -119,7 +119,10 @@ pub fn parse(headers: &Headers, body: &[u8]) -> Result<Delivery, ProtocolError> 
             )),
         };
     }
-    if kind.as_deref() == Some("subscriptiondeletion") || first_type == Some(DELETION_EVENT) {
+    // By the header; without it only a lone deletion event counts (a Notification batch may
+    // carry that system event as data to deliver).
+    let lone_deletion = kind.is_none() && raws.len() == 1 && first_type == Some(DELETION_EVENT);
+    if kind.as_deref() == Some("subscriptiondeletion") || lone_deletion {
         let id = first
             .as_ref()
             .and_then(|f| f.data.as_ref())

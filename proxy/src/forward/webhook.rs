@@ -3,6 +3,8 @@
 //! refusal) and its deliveries come back through this proxy like any request, so a cold
 //! target is held for and woken.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -12,8 +14,8 @@ use rouse_eventgrid::protocol::Headers;
 /// Reads the request, lets the gateway answer it and writes the answer.
 pub async fn serve(
     session: &mut Session,
-    gw: &Gateway,
-    sub: &Subscription,
+    gw: &Arc<Gateway>,
+    sub: &Arc<Subscription>,
 ) -> pingora_core::Result<u16> {
     let name = &sub.config.name;
     let cap = gw.max_body();
@@ -33,10 +35,12 @@ pub async fn serve(
     };
     let method = req.method.clone();
     let query = req.uri.query().unwrap_or("").to_string();
-    let headers = Headers::new(req.headers.iter().filter_map(|(k, v)| {
-        v.to_str()
-            .ok()
-            .map(|v| (k.as_str().to_string(), v.to_string()))
+    // Raw UTF-8 (e.g. an unencoded ce-subject from sdk-go) is kept, not dropped.
+    let headers = Headers::new(req.headers.iter().map(|(k, v)| {
+        (
+            k.as_str().to_string(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )
     }));
     let response = if declared.is_some_and(|n| n > cap) {
         too_large()
