@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs each fuzz target for $1 seconds (default 20). Uses the nightly toolchain if installed,
 # otherwise stable with RUSTC_BOOTSTRAP=1 (libFuzzer's instrumentation flags are nightly-only).
+# (ROUSE_FUZZ_TOOLCHAIN=stable forces the latter.)
 # `--sanitizer none`: the gateway has no unsafe code; the targets look for panics and broken
 # invariants, and run ~5x faster without ASan.
 set -euo pipefail
@@ -15,7 +16,7 @@ if [[ ! -x "$root/bin/cargo-fuzz" ]]; then
   rm -rf "$root" && mv "$root.partial" "$root"
 fi
 export PATH="$root/bin:$PATH"
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if [[ "${ROUSE_FUZZ_TOOLCHAIN:-}" != stable ]] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   fuzz=(cargo +nightly fuzz)
 else
   export RUSTC_BOOTSTRAP=1
