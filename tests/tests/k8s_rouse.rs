@@ -70,18 +70,7 @@ async fn a_cold_request_wakes_the_deployment_and_200_concurrent_cold_requests_ne
     let scaled_before = env.controllers[0].proc.count("reason=\"wake\"");
 
     // Wait until the proxy has no endpoint left, so all 200 are cold.
-    let proxy_admin = env.proxies[0].admin;
-    let http = env.http.clone();
-    rouse_testcluster::wait_until("endpoints gone", Duration::from_secs(30), || {
-        let http = http.clone();
-        async move {
-            k8s::get(&http, proxy_admin, "/queues", None)
-                .await
-                .is_ok_and(|r| r.body.contains("\"endpoints\": []"))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
+    env.wait_no_endpoints(0).await;
 
     let mut tasks = Vec::new();
     for i in 0..200 {
@@ -168,22 +157,7 @@ async fn sustained_concurrency_scales_out_idle_scales_to_zero_and_one_request_wa
     .await;
     env.wait_routed("busy.test").await;
     // Every answer takes 200 ms, so 12 loops keep ~12 requests in flight: 6 replicas' worth.
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::namespaced(env.client.clone(), &env.ns);
-    deployments
-        .patch(
-            "busy",
-            &kube::api::PatchParams::apply("rouse-e2e-delay"),
-            &kube::api::Patch::Apply(json!({
-                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "busy"},
-                "spec": {"selector": {"matchLabels": {"app": "busy"}}, "template": {
-                    "metadata": {"labels": {"app": "busy"},
-                                 "annotations": {"rouse.dev/test-delay-ms": "200"}},
-                    "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]}}}
-            })),
-        )
-        .await
-        .expect("delay annotation");
+    env.set_backend_delay("busy", 200).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = load(&env, 0, "busy.test", 12, stop_rx);
     env.wait_replicas(
@@ -206,18 +180,7 @@ async fn sustained_concurrency_scales_out_idle_scales_to_zero_and_one_request_wa
 
     env.wait_replicas("busy", "idle to zero", Duration::from_secs(60), |n| n == 0)
         .await;
-    let proxy_admin = env.proxies[0].admin;
-    let http = env.http.clone();
-    rouse_testcluster::wait_until("endpoints gone", Duration::from_secs(30), || {
-        let http = http.clone();
-        async move {
-            k8s::get(&http, proxy_admin, "/queues", None)
-                .await
-                .is_ok_and(|r| r.body.contains("\"endpoints\": []"))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    env.wait_no_endpoints(0).await;
     let r = env
         .request(0, "busy.test", "/")
         .await
@@ -243,20 +206,7 @@ async fn two_proxies_aggregate_and_losing_one_mid_load_leaves_the_other_and_the_
     )
     .await;
     env.wait_routed("pair.test").await;
-    let pods: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::namespaced(env.client.clone(), &env.ns);
-    pods.patch(
-        "pair",
-        &kube::api::PatchParams::apply("rouse-e2e-delay"),
-        &kube::api::Patch::Apply(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pair"},
-            "spec": {"selector": {"matchLabels": {"app": "pair"}}, "template": {
-                "metadata": {"labels": {"app": "pair"}, "annotations": {"rouse.dev/test-delay-ms": "300"}},
-                "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]}}}
-        })),
-    )
-    .await
-    .expect("delay annotation");
+    env.set_backend_delay("pair", 300).await;
 
     let (stop_a, rx_a) = tokio::sync::watch::channel(false);
     let (stop_b, rx_b) = tokio::sync::watch::channel(false);
@@ -801,18 +751,7 @@ async fn wake_timeline_over_twenty_wakes() {
     for wake in 0..20 {
         env.wait_replicas("tl", "back to zero", Duration::from_secs(30), |n| n == 0)
             .await;
-        let admin = env.proxies[0].admin;
-        let http = env.http.clone();
-        rouse_testcluster::wait_until("endpoints gone", Duration::from_secs(30), || {
-            let http = http.clone();
-            async move {
-                k8s::get(&http, admin, "/queues", None)
-                    .await
-                    .is_ok_and(|r| r.body.contains("\"endpoints\": []"))
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        env.wait_no_endpoints(0).await;
         let scaled_lines = env.controllers[0].proc.count("wake_to_scale_us=");
         let released_lines = env.proxies[0].proc.count("since_ready_us=");
         seen.lock().unwrap_or_else(|p| p.into_inner()).0.clear();

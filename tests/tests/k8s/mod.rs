@@ -571,6 +571,40 @@ impl Env {
         }
     }
 
+    /// Waits until proxy `i` has no endpoint left for any target (the next request is cold).
+    pub async fn wait_no_endpoints(&self, i: usize) {
+        let (http, admin) = (self.http.clone(), self.proxies[i].admin);
+        wait_until("endpoints gone", Duration::from_secs(30), || {
+            let http = http.clone();
+            async move {
+                get(&http, admin, "/queues", None)
+                    .await
+                    .is_ok_and(|r| r.body.contains("\"endpoints\": []"))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+    }
+
+    /// Makes `name`'s pods answer after `ms` (the test backends read the annotation).
+    pub async fn set_backend_delay(&self, name: &str, ms: u64) {
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.ns);
+        deployments
+            .patch(
+                name,
+                &PatchParams::apply("rouse-e2e-delay"),
+                &Patch::Apply(json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                    "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+                        "metadata": {"labels": {"app": name},
+                                     "annotations": {"rouse.dev/test-delay-ms": ms.to_string()}},
+                        "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]}}}
+                })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("delay annotation on {name}: {e}"));
+    }
+
     pub async fn replicas(&self, name: &str) -> i32 {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.ns);
         deployments
