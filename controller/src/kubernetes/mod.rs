@@ -67,6 +67,49 @@ impl Scope {
     }
 }
 
+/// The events of a set of reflectors (one per watched namespace).
+pub type WatchEvents<K> =
+    futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+
+/// Watches `K` in `scope`: one reflector per namespace (or one cluster-wide), their events
+/// merged. Used by the proxy (routes) and the controller (objects, Services, HPAs).
+pub fn watch_all<K>(scope: &Scope, client: &Client) -> (Vec<Store<K>>, WatchEvents<K>)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let mut stores = Vec::new();
+    let mut streams = Vec::new();
+    for api in scope.apis::<K>(client) {
+        let (store, writer) = reflector::store();
+        stores.push(store);
+        streams.push(
+            reflector::reflector(writer, watcher(api, watcher::Config::default()))
+                .default_backoff()
+                .boxed(),
+        );
+    }
+    (stores, futures::stream::select_all(streams).boxed())
+}
+
+/// Whether every store has seen its first full list (before that, "empty" means "not known
+/// yet", not "none").
+pub fn all_ready<K>(stores: &[Store<K>]) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    stores
+        .iter()
+        .all(|s| futures::FutureExt::now_or_never(s.wait_until_ready()).is_some())
+}
+
 /// Where the proxy replicas are.
 #[derive(Debug, Clone)]
 pub enum Proxies {

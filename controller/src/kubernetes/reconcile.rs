@@ -7,14 +7,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use rouse_core::RouteTable;
 use rouse_core::crd::conditions::{self, reason};
@@ -24,10 +23,10 @@ use rouse_core::crd::{
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::Scope;
 use super::demand::Aggregate;
 use super::policy::policy_of;
 use super::scaler::{KubeScaler, Observed, WorkloadRef};
+use super::{Scope, all_ready, watch_all};
 use crate::autoscale;
 use crate::scale::Policy;
 use crate::telemetry::ControllerMetrics;
@@ -67,38 +66,6 @@ pub struct Reconciler {
     pub tick: Duration,
 }
 
-fn stores<K>(
-    scope: &Scope,
-    client: &Client,
-) -> (
-    Vec<Store<K>>,
-    futures::stream::BoxStream<'static, Result<(), watcher::Error>>,
-)
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let mut stores = Vec::new();
-    let mut streams = Vec::new();
-    for api in scope.apis::<K>(client) {
-        let (store, writer) = reflector::store();
-        stores.push(store);
-        streams.push(
-            reflector::reflector(writer, watcher(api, watcher::Config::default()))
-                .default_backoff()
-                .map(|e| e.map(|_| ()))
-                .boxed(),
-        );
-    }
-    (stores, futures::stream::select_all(streams).boxed())
-}
-
 fn workload_of(o: &HTTPScaledObject) -> WorkloadRef {
     let r = &o.spec.scale_target_ref;
     WorkloadRef {
@@ -132,10 +99,14 @@ fn hpa_for(
 impl Reconciler {
     /// Runs until `stop`; acts (scales, writes status) only while `leader` is true.
     pub async fn run(self, mut leader: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
-        let (objects, object_events) = stores::<HTTPScaledObject>(&self.scope, &self.client);
-        let (services, service_events) = stores::<Service>(&self.scope, &self.client);
-        let (hpas, hpa_events) = stores::<HorizontalPodAutoscaler>(&self.scope, &self.client);
-        let mut events = futures::stream::select_all([object_events, service_events, hpa_events]);
+        let (objects, object_events) = watch_all::<HTTPScaledObject>(&self.scope, &self.client);
+        let (services, service_events) = watch_all::<Service>(&self.scope, &self.client);
+        let (hpas, hpa_events) = watch_all::<HorizontalPodAutoscaler>(&self.scope, &self.client);
+        let mut events = futures::stream::select_all([
+            object_events.map(|e| e.map(|_| ())).boxed(),
+            service_events.map(|e| e.map(|_| ())).boxed(),
+            hpa_events.map(|e| e.map(|_| ())).boxed(),
+        ]);
         let mut running: HashMap<String, Running> = HashMap::new();
         let mut reported: HashMap<String, HTTPScaledObjectStatus> = HashMap::new();
         let mut resync = tokio::time::interval(RESYNC);
@@ -159,15 +130,7 @@ impl Reconciler {
                 }
                 return;
             }
-            let ready = objects
-                .iter()
-                .all(|s| s.wait_until_ready().now_or_never().is_some())
-                && services
-                    .iter()
-                    .all(|s| s.wait_until_ready().now_or_never().is_some())
-                && hpas
-                    .iter()
-                    .all(|s| s.wait_until_ready().now_or_never().is_some());
+            let ready = all_ready(&objects) && all_ready(&services) && all_ready(&hpas);
             if !ready {
                 continue;
             }

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
+use rouse_controller::kubernetes::all_ready;
 use rouse_core::{Endpoint, Target};
 
 /// Which Service port a route forwards to: KEDA's `port` (the Service port number) or
@@ -172,7 +173,9 @@ pub async fn follow(client: Client, svc: ServiceRef, target: Arc<Target>) {
             tracing::warn!(service = %svc, error = %e, "Endpoint watch failed; retrying.");
             continue;
         }
-        if !(is_ready(&service_store) && is_ready(&slice_store)) {
+        if !(all_ready(std::slice::from_ref(&service_store))
+            && all_ready(std::slice::from_ref(&slice_store)))
+        {
             continue;
         }
         let service = service_store.state().into_iter().next();
@@ -194,14 +197,6 @@ pub async fn follow(client: Client, svc: ServiceRef, target: Arc<Target>) {
             }
         }
     }
-}
-
-/// Whether a store has seen its first full list (before that, "empty" means "not known yet").
-fn is_ready<K: kube::Resource + Clone + 'static>(store: &Store<K>) -> bool
-where
-    K::DynamicType: std::hash::Hash + Eq + Clone,
-{
-    futures::FutureExt::now_or_never(store.wait_until_ready()).is_some()
 }
 
 #[cfg(test)]

@@ -10,15 +10,16 @@ pub mod endpoints;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use kube::Client;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use rouse_core::Route;
 use rouse_core::crd::{HTTPScaledObject, claim_order, object_key, route_of};
 use tokio::task::JoinHandle;
 
 pub use rouse_controller::kubernetes::Scope;
+use rouse_controller::kubernetes::{all_ready, watch_all};
 
 use crate::demand::DemandFeed;
 use crate::state::ProxyState;
@@ -48,18 +49,7 @@ struct Follower {
 /// Feeds `state` from the API server until the process exits.
 pub async fn run(client: Client, scope: Scope, state: Arc<ProxyState>, feed: DemandFeed) {
     state.set_synced(false);
-    let mut stores: Vec<Store<HTTPScaledObject>> = Vec::new();
-    let mut streams = Vec::new();
-    for api in scope.apis::<HTTPScaledObject>(&client) {
-        let (store, writer) = reflector::store();
-        stores.push(store);
-        streams.push(
-            reflector::reflector(writer, watcher(api, watcher::Config::default()))
-                .default_backoff()
-                .boxed(),
-        );
-    }
-    let mut events = futures::stream::select_all(streams);
+    let (stores, mut events) = watch_all::<HTTPScaledObject>(&scope, &client);
     let mut followers: HashMap<String, Follower> = HashMap::new();
     let mut last_routes: Option<Vec<Route>> = None;
     let mut wakes: HashMap<String, JoinHandle<()>> = HashMap::new();
@@ -73,10 +63,8 @@ pub async fn run(client: Client, scope: Scope, state: Arc<ProxyState>, feed: Dem
             Ok(_) => {}
         }
         // Until every namespace has been listed once, an empty store means "not read yet".
-        if !stores
-            .iter()
-            .all(|s| s.wait_until_ready().now_or_never().is_some())
-        {
+        // Until every namespace has been listed once, an empty store means "not read yet".
+        if !all_ready(&stores) {
             continue;
         }
         let all: Vec<Arc<HTTPScaledObject>> = stores.iter().flat_map(Store::state).collect();
