@@ -267,3 +267,35 @@ async fn handshakes_and_auth_are_answered_by_rouse_while_the_target_is_at_zero()
     );
     assert_eq!(rouse.ready_replicas("sink").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_delivery_gets_413_from_the_proxy_before_its_body_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = dir("413");
+    let log = d.join("events.log");
+    let apps = [sink(&log)];
+    let extra = gateway_yaml(&d.join("queue"), "{}");
+    let rouse = Rouse::launch(Launch {
+        apps: &apps,
+        extra: &extra,
+        ..Launch::default()
+    })
+    .await;
+    // Declares 3 MiB (the cap is 2 MiB) and sends only the head.
+    let mut s = tokio::net::TcpStream::connect(rouse.proxy)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /webhooks/blobs?code=k1 HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\naeg-event-type: Notification\r\ncontent-length: {}\r\n\r\n",
+        3 * 1024 * 1024
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("answered before the body")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("body_too_large"), "{text}");
+}
