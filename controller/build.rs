@@ -1,6 +1,6 @@
 //! Generates the KEDA external scaler gRPC service (`externalscaler.ExternalScaler`, KEDA's
 //! `pkg/scalers/externalscaler/externalscaler.proto`) with tonic's manual builder: the messages
-//! are hand-written prost structs in `src/kubernetes/external_scaler.rs`, so the build needs no
+//! are hand-written prost structs in `src/external_scaler.rs`, so the build needs no
 //! `protoc`.
 
 fn main() {
@@ -8,12 +8,8 @@ fn main() {
         let b = tonic_build::manual::Method::builder()
             .name(name)
             .route_name(route)
-            .input_type(format!(
-                "crate::kubernetes::external_scaler::proto::{input}"
-            ))
-            .output_type(format!(
-                "crate::kubernetes::external_scaler::proto::{output}"
-            ))
+            .input_type(format!("crate::external_scaler::proto::{input}"))
+            .output_type(format!("crate::external_scaler::proto::{output}"))
             .codec_path("tonic_prost::ProstCodec");
         if streaming {
             b.server_streaming().build()

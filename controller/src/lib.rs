@@ -1,15 +1,86 @@
-//! Rouse's control plane: decides how many replicas each target runs and has a platform carry
-//! it out.
+//! `rouse-controller`: scales the workloads behind `HTTPScaledObject`s on Kubernetes.
 //!
-//! - [`scale`]: the pure policy (wake, 1→N with stable/panic windows, idle → zero).
-//! - [`autoscale`]: the loop that feeds demand into the policy and applies its decisions.
-//! - [`platform`]: the seam a platform implements ([`platform::Scaler`]).
-//! - [`local`]: the embedded platform: apps are local processes Rouse starts and stops.
-//! - [`kubernetes`]: `rouse-controller`: demand from every proxy, Lease, `/scale`, status.
+//! Where things are: [`demand`] (every proxy replica's feed, summed per target: the scaling
+//! input), [`proxies`] (which replicas exist), [`lease`] (leader election), [`reconcile`] (the
+//! object watcher that runs one scaling loop per object and writes status), [`policy`] (CRD →
+//! [`rouse_scale::Policy`]), [`scaler`] (`/scale` of any scalable kind), [`external_scaler`]
+//! (KEDA's external-push scaler API), [`admin`] (`/metrics`, `/livez`, `/readyz`, `/proxies`).
+//! The decisions themselves are [`rouse_scale`]'s; this crate gathers inputs and applies them.
 
-pub mod autoscale;
-pub mod kubernetes;
-pub mod local;
-pub mod platform;
-pub mod scale;
-pub mod telemetry;
+pub mod admin;
+pub mod demand;
+pub mod error;
+pub mod external_scaler;
+pub mod lease;
+pub mod policy;
+pub mod proxies;
+pub mod reconcile;
+pub mod scaler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+use rouse_kube::Scope;
+use rouse_scale::ScaleMetrics;
+use tokio::sync::watch;
+
+use demand::Aggregate;
+use proxies::Proxies;
+
+/// Everything `rouse-controller` needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scope: Scope,
+    pub proxies: Proxies,
+    pub lease: lease::LeaseConfig,
+    /// How often proxies send full demand snapshots (wakes come at once regardless).
+    pub report_interval: Duration,
+    /// Autoscaling tick.
+    pub tick: Duration,
+}
+
+/// Runs the controller until `stop` turns true; returns after releasing the Lease.
+pub async fn run(
+    client: Client,
+    opts: Options,
+    metrics: ScaleMetrics,
+    aggregate: Arc<Aggregate>,
+    stop: watch::Receiver<bool>,
+) {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "rouse-controller".into(),
+            instance: Some(opts.lease.identity.clone()),
+        },
+    );
+    let scaler = Arc::new(scaler::KubeScaler::new(client.clone(), recorder.clone()));
+    tokio::spawn(proxies::follow_proxies(
+        client.clone(),
+        opts.proxies.clone(),
+        aggregate.clone(),
+        opts.report_interval,
+    ));
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &opts.lease.namespace);
+    let campaign = tokio::spawn(lease::campaign(
+        leases,
+        opts.lease.clone(),
+        leader_tx,
+        stop.clone(),
+    ));
+    let reconciler = reconcile::Reconciler {
+        client,
+        scope: opts.scope.clone(),
+        scaler,
+        aggregate,
+        metrics,
+        recorder,
+        tick: opts.tick,
+    };
+    reconciler.run(leader_rx, stop).await;
+    let _ = campaign.await;
+}

@@ -1,10 +1,16 @@
 //! Pure model shared by Rouse's proxy and controller: routes and how a request picks one, the
 //! per-target state the data plane and the platform share (ready endpoints, pending demand), and
-//! the limits that bound held requests. No sockets, no runtime: everything here is unit-testable.
+//! the limits that bound held requests, the demand feed's wire types ([`feed`]) and the one
+//! metric-registration helper ([`metrics`]) and YAML reader ([`yaml`]). No sockets, no runtime: everything here is
+//! unit-testable.
 
+#[cfg(feature = "crd")]
 pub mod crd;
+pub mod feed;
+pub mod metrics;
 pub mod route;
 pub mod target;
+pub mod yaml;
 
 pub use route::{Conflict, normalize_host, normalize_path};
 pub use route::{

@@ -113,6 +113,14 @@ pub struct DemandSnapshot {
     pub last_activity: Option<Instant>,
 }
 
+impl DemandSnapshot {
+    /// Work waiting for the target: held requests plus queued events (the event gateway's
+    /// accepted, undelivered events wake and scale a target exactly like held requests).
+    pub fn pending(&self) -> u64 {
+        self.held + self.queued
+    }
+}
+
 impl Default for Demand {
     fn default() -> Self {
         Demand {

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use subtle::ConstantTimeEq;
 
@@ -32,17 +33,10 @@ fn key_matches(given: &str, keys: &[String]) -> bool {
     })
 }
 
-/// The value of query parameter `name` (percent-decoded).
+/// The value of query parameter `name` (`application/x-www-form-urlencoded`: `+` is a space,
+/// percent-escapes decoded; the first occurrence wins).
 pub fn query_param<'a>(query: &'a str, name: &str) -> Option<std::borrow::Cow<'a, str>> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(
-            || match crate::protocol::percent::decode(&v.replace('+', " ")) {
-                Ok(d) => std::borrow::Cow::Owned(d.into_string()),
-                Err(_) => std::borrow::Cow::Borrowed(v),
-            },
-        )
-    })
+    form_urlencoded::parse(query.as_bytes()).find_map(|(k, v)| (k == name).then_some(v))
 }
 
 /// Keys fetched from a JWKS URL, by `kid`.
@@ -75,17 +69,31 @@ fn https_client() -> Result<HttpsClient, String> {
     )
 }
 
+/// A JWKS document, each key kept unparsed: one key of a type or algorithm this version of
+/// `jsonwebtoken` does not know must not make the others unusable.
 #[derive(serde::Deserialize)]
 struct Jwks {
-    keys: Vec<Jwk>,
+    keys: Vec<serde_json::Value>,
 }
 
-#[derive(serde::Deserialize)]
-struct Jwk {
-    kid: Option<String>,
-    kty: String,
-    n: Option<String>,
-    e: Option<String>,
+/// The RSA signing keys of a JWKS document, by `kid` (keys without a `kid`, of another type or
+/// that do not parse are skipped).
+fn parse_jwks(body: &[u8]) -> Result<HashMap<String, DecodingKey>, String> {
+    let jwks: Jwks = serde_json::from_slice(body).map_err(|e| format!("JWKS JSON: {e}"))?;
+    let keys: HashMap<String, DecodingKey> = jwks
+        .keys
+        .into_iter()
+        .filter_map(|k| serde_json::from_value::<Jwk>(k).ok())
+        .filter(|k| matches!(k.algorithm, AlgorithmParameters::RSA(_)))
+        .filter_map(|k| {
+            let key = DecodingKey::from_jwk(&k).ok()?;
+            Some((k.common.key_id?, key))
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err("JWKS has no usable RSA key".into());
+    }
+    Ok(keys)
 }
 
 async fn fetch_jwks(url: &str) -> Result<HashMap<String, DecodingKey>, String> {
@@ -104,19 +112,7 @@ async fn fetch_jwks(url: &str) -> Result<HashMap<String, DecodingKey>, String> {
         .await
         .map_err(|e| format!("JWKS body: {e}"))?
         .to_bytes();
-    let jwks: Jwks = serde_json::from_slice(&body).map_err(|e| format!("JWKS JSON: {e}"))?;
-    let mut keys = HashMap::new();
-    for k in jwks.keys {
-        if let (Some(kid), "RSA", Some(n), Some(e)) = (k.kid, k.kty.as_str(), k.n, k.e)
-            && let Ok(key) = DecodingKey::from_rsa_components(&n, &e)
-        {
-            keys.insert(kid, key);
-        }
-    }
-    if keys.is_empty() {
-        return Err("JWKS has no usable RSA key".into());
-    }
-    Ok(keys)
+    parse_jwks(&body)
 }
 
 impl Authenticator {
@@ -254,5 +250,35 @@ mod tests {
         let a = auth(Some("X-Rouse-Key"), None);
         let h = Headers::new([("x-rouse-key".to_string(), "new-key".to_string())]);
         assert_eq!(a.check(&h, "").await, Ok(()));
+    }
+
+    #[test]
+    fn query_values_are_form_decoded() {
+        let q = "a=1&code=k%2By+z&code=second&empty";
+        assert_eq!(
+            query_param(q, "code").as_deref(),
+            Some("k+y z"),
+            "first wins"
+        );
+        assert_eq!(query_param(q, "empty").as_deref(), Some(""));
+        assert_eq!(query_param(q, "missing"), None);
+        // Not well-formed escapes are kept as they are.
+        assert_eq!(query_param("code=100%", "code").as_deref(), Some("100%"));
+    }
+
+    #[test]
+    fn jwks_keeps_rsa_keys_with_a_kid_and_skips_the_rest() {
+        let body = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "k1", "use": "sig", "n": "AQAB", "e": "AQAB", "x5c": ["MIIC"],
+             "issuer": "https://login.microsoftonline.com/t/v2.0"},
+            {"kty": "RSA", "n": "AQAB", "e": "AQAB"},
+            {"kty": "EC", "kid": "ec", "crv": "P-256", "x": "AQAB", "y": "AQAB"},
+            {"kty": "RSA", "kid": "odd-alg", "alg": "RS-FUTURE", "n": "AQAB", "e": "AQAB"},
+            {"kty": "PQ", "kid": "future"},
+        ]});
+        let keys = parse_jwks(body.to_string().as_bytes()).expect("usable key");
+        assert_eq!(keys.keys().collect::<Vec<_>>(), ["k1"]);
+        assert!(parse_jwks(br#"{"keys": [{"kty": "PQ", "kid": "x"}]}"#).is_err());
+        assert!(parse_jwks(b"not json").is_err());
     }
 }

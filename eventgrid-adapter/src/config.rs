@@ -106,79 +106,112 @@ impl EntraConfig {
 
 /// Retries of one delivery.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
-    /// Attempts before dead-lettering. Default 30 (Event Grid's).
-    #[serde(default = "RetryConfig::default_attempts")]
+    /// Attempts before dead-lettering, 1..=1000. Default 30 (Event Grid's).
     pub max_attempts: u32,
-    /// First backoff; doubles per attempt up to `max_backoff_ms`. Default 1000.
-    #[serde(default = "RetryConfig::default_initial")]
+    /// First backoff; doubles per attempt up to `max_backoff_ms`. 1..=86 400 000; default 1000.
     pub initial_backoff_ms: u64,
-    /// Default 60 000.
-    #[serde(default = "RetryConfig::default_max")]
+    /// At least `initial_backoff_ms`, at most 86 400 000 (a day). Default 60 000.
     pub max_backoff_ms: u64,
-    /// An event older than this is dead-lettered instead of retried. Default 86 400 (24 h).
-    #[serde(default = "RetryConfig::default_ttl")]
+    /// An event older than this is dead-lettered instead of retried. 1..=604 800 (a week);
+    /// default 86 400 (24 h).
     pub ttl_secs: u64,
-}
-
-impl RetryConfig {
-    fn default_attempts() -> u32 {
-        30
-    }
-    fn default_initial() -> u64 {
-        1000
-    }
-    fn default_max() -> u64 {
-        60_000
-    }
-    fn default_ttl() -> u64 {
-        86_400
-    }
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
-            max_attempts: Self::default_attempts(),
-            initial_backoff_ms: Self::default_initial(),
-            max_backoff_ms: Self::default_max(),
-            ttl_secs: Self::default_ttl(),
+            max_attempts: 30,
+            initial_backoff_ms: 1000,
+            max_backoff_ms: 60_000,
+            ttl_secs: 86_400,
         }
     }
 }
 
+/// Upper bounds of the delivery settings (and the dedupe window): every instant computed from
+/// them stays representable, and no retry sleeps for years.
+const MAX_BACKOFF_MS: u64 = 86_400_000;
+const MAX_TTL_SECS: u64 = 604_800;
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+const MAX_CONCURRENCY: usize = 1024;
+const MAX_ATTEMPTS: u32 = 1000;
+const MAX_PENDING: usize = 10_000_000;
+
 /// `subscriptions[].delivery`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
-    #[serde(default)]
+    /// Default `eventgrid`.
     pub format: Format,
-    #[serde(default)]
+    /// Default `per-event`.
     pub batching: Batching,
-    /// Events per request with `per-batch`. Default 100.
-    #[serde(default = "DeliveryConfig::default_batch")]
+    /// Events per request with `per-batch`, 1..=5000. Default 100.
     pub max_events: usize,
-    /// Requests in flight to the target at once. Default 4.
-    #[serde(default = "DeliveryConfig::default_concurrency")]
+    /// Requests in flight to the target at once, 1..=1024. Default 4.
     pub concurrency: usize,
-    /// Per delivery request, including a cold start behind the proxy. Default 60 000 ms.
-    #[serde(default = "DeliveryConfig::default_timeout")]
+    /// Per delivery request, including a cold start behind the proxy, 1..=3 600 000 ms.
+    /// Default 60 000 ms.
     pub timeout_ms: u64,
-    #[serde(default)]
     pub retry: RetryConfig,
 }
 
 impl DeliveryConfig {
-    fn default_batch() -> usize {
-        100
+    /// Every problem with the delivery settings, each naming its field.
+    fn validate(&self) -> Vec<String> {
+        let r = &self.retry;
+        let checks = [
+            (
+                (1..=MAX_CONCURRENCY).contains(&self.concurrency),
+                "delivery.concurrency",
+                format!("1..={MAX_CONCURRENCY}"),
+                self.concurrency.to_string(),
+            ),
+            (
+                (1..=5000).contains(&self.max_events),
+                "delivery.max_events",
+                "1..=5000".to_string(),
+                self.max_events.to_string(),
+            ),
+            (
+                (1..=MAX_TIMEOUT_MS).contains(&self.timeout_ms),
+                "delivery.timeout_ms",
+                format!("1..={MAX_TIMEOUT_MS}"),
+                self.timeout_ms.to_string(),
+            ),
+            (
+                (1..=MAX_ATTEMPTS).contains(&r.max_attempts),
+                "delivery.retry.max_attempts",
+                format!("1..={MAX_ATTEMPTS}"),
+                r.max_attempts.to_string(),
+            ),
+            (
+                (1..=MAX_BACKOFF_MS).contains(&r.initial_backoff_ms),
+                "delivery.retry.initial_backoff_ms",
+                format!("1..={MAX_BACKOFF_MS}"),
+                r.initial_backoff_ms.to_string(),
+            ),
+            (
+                (r.initial_backoff_ms..=MAX_BACKOFF_MS).contains(&r.max_backoff_ms),
+                "delivery.retry.max_backoff_ms",
+                format!("initial_backoff_ms..={MAX_BACKOFF_MS}"),
+                r.max_backoff_ms.to_string(),
+            ),
+            (
+                (1..=MAX_TTL_SECS).contains(&r.ttl_secs),
+                "delivery.retry.ttl_secs",
+                format!("1..={MAX_TTL_SECS}"),
+                r.ttl_secs.to_string(),
+            ),
+        ];
+        checks
+            .into_iter()
+            .filter(|(ok, ..)| !ok)
+            .map(|(_, field, range, got)| format!("{field} must be {range} (got {got})"))
+            .collect()
     }
-    fn default_concurrency() -> usize {
-        4
-    }
-    fn default_timeout() -> u64 {
-        60_000
-    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
@@ -189,9 +222,9 @@ impl Default for DeliveryConfig {
         DeliveryConfig {
             format: Format::default(),
             batching: Batching::default(),
-            max_events: Self::default_batch(),
-            concurrency: Self::default_concurrency(),
-            timeout_ms: Self::default_timeout(),
+            max_events: 100,
+            concurrency: 4,
+            timeout_ms: 60_000,
             retry: RetryConfig::default(),
         }
     }
@@ -315,17 +348,22 @@ impl SubscriptionConfig {
         if !t.path.starts_with('/') {
             errors.push(format!("target.path {:?} must start with /", t.path));
         }
-        let d = &self.delivery;
-        if d.concurrency == 0 {
-            errors.push("delivery.concurrency must be at least 1".into());
+        errors.extend(self.delivery.validate());
+        if let Some(entra) = &a.entra
+            && !(1..=86_400).contains(&entra.cache_secs)
+        {
+            errors.push(format!(
+                "auth.entra.cache_secs must be 1..=86400 (got {})",
+                entra.cache_secs
+            ));
         }
-        if d.max_events == 0 || d.max_events > 5000 {
-            errors.push("delivery.max_events must be 1..=5000".into());
+        if self.dedupe_window_secs > MAX_TTL_SECS {
+            errors.push(format!(
+                "dedupe_window_secs must be at most {MAX_TTL_SECS} (got {})",
+                self.dedupe_window_secs
+            ));
         }
-        if d.retry.max_attempts == 0 {
-            errors.push("delivery.retry.max_attempts must be at least 1".into());
-        }
-        if self.schema != Schema::Eventgrid && d.format == Format::Eventgrid {
+        if self.schema != Schema::Eventgrid && self.delivery.format == Format::Eventgrid {
             errors.push(
                 "delivery.format eventgrid needs schema eventgrid (CloudEvents cannot be turned \
                  into Event Grid events, as in Event Grid itself): use cloudevents-binary or \
@@ -333,8 +371,11 @@ impl SubscriptionConfig {
                     .into(),
             );
         }
-        if self.max_pending == 0 {
-            errors.push("max_pending must be at least 1".into());
+        if !(1..=MAX_PENDING).contains(&self.max_pending) {
+            errors.push(format!(
+                "max_pending must be 1..={MAX_PENDING} (got {})",
+                self.max_pending
+            ));
         }
         errors
     }
@@ -390,16 +431,7 @@ impl GatewayConfig {
 
 /// Parses a standalone gateway file (the `event_gateway` section alone) and validates it.
 pub fn parse(text: &str, origin: &str) -> Result<GatewayConfig, Vec<String>> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    let config: GatewayConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let at = inner
-            .location()
-            .map(|l| format!("{}:{}", l.line(), l.column()))
-            .unwrap_or_else(|| "?".into());
-        vec![format!("{origin}:{at}: {path}: {inner}")]
-    })?;
+    let config: GatewayConfig = rouse_core::yaml::from_str(text, origin).map_err(|e| vec![e])?;
     let errors: Vec<String> = config
         .validate()
         .into_iter()
@@ -409,5 +441,41 @@ pub fn parse(text: &str, origin: &str) -> Result<GatewayConfig, Vec<String>> {
         Ok(config)
     } else {
         Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "subscriptions:\n  - name: s\n    path: /hook\n    target: {url: \"http://127.0.0.1:1\"}\n";
+
+    #[test]
+    fn defaults_come_from_one_place() {
+        let c = parse(GOOD, "gw.yaml").expect("valid");
+        let d = &c.subscriptions[0].delivery;
+        assert_eq!((d.max_events, d.concurrency, d.timeout_ms), (100, 4, 60_000));
+        assert_eq!(d.retry.max_attempts, 30);
+        assert_eq!(c.max_body_bytes, 2 * 1024 * 1024);
+    }
+
+    #[test]
+    fn absurd_numbers_are_refused_with_their_bound() {
+        let bad = format!(
+            "{GOOD}    delivery:\n      concurrency: 100000\n      timeout_ms: 18446744073709551615\n      \
+             retry: {{max_attempts: 4000000000, initial_backoff_ms: 5000, max_backoff_ms: 10, \
+             ttl_secs: 18446744073709551615}}\n    dedupe_window_secs: 18446744073709551615\n"
+        );
+        let e = parse(&bad, "gw.yaml").expect_err("invalid").join("\n");
+        for field in [
+            "delivery.concurrency must be 1..=1024 (got 100000)",
+            "delivery.timeout_ms must be 1..=3600000",
+            "delivery.retry.max_attempts must be 1..=1000",
+            "delivery.retry.max_backoff_ms must be initial_backoff_ms..=86400000 (got 10)",
+            "delivery.retry.ttl_secs must be 1..=604800",
+            "dedupe_window_secs must be at most 604800",
+        ] {
+            assert!(e.contains(field), "{field:?} missing in:\n{e}");
+        }
     }
 }

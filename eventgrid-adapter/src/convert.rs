@@ -8,8 +8,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::config::Format;
-use crate::gateway::Item;
 use crate::protocol::cloudevents::{Message, to_binary};
+use crate::queue::Item;
 use crate::store::Kind;
 
 /// An Event Grid event as a CloudEvent (structured JSON).

@@ -19,7 +19,8 @@ use serde_json::json;
 
 use crate::config::{Batching, Format};
 use crate::convert;
-use crate::gateway::{Gateway, Item, Subscription, now_ms};
+use crate::gateway::{Gateway, Subscription, now_ms};
+use crate::queue::Item;
 use crate::store::Outcome;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -64,32 +65,6 @@ pub fn start(gateway: &Arc<Gateway>, destination: impl Fn(&Subscription) -> Dest
     }
 }
 
-/// Takes up to `max` ready events, waiting for some. A batch only holds events with the same
-/// forwarded headers (they travel on the request, not per event).
-async fn take(sub: &Subscription, max: usize) -> Vec<Item> {
-    loop {
-        let notified = sub.ready.notified();
-        {
-            let mut q = sub.lock();
-            if let Some(first) = q.ready.front() {
-                let headers = first.event.headers.clone();
-                let n = q
-                    .ready
-                    .iter()
-                    .take(max)
-                    .take_while(|i| i.event.headers == headers)
-                    .count();
-                let items: Vec<Item> = q.ready.drain(..n).collect();
-                if !q.ready.is_empty() {
-                    sub.ready.notify_one();
-                }
-                return items;
-            }
-        }
-        notified.await;
-    }
-}
-
 async fn worker(gw: Arc<Gateway>, sub: Arc<Subscription>, dest: Destination, client: HttpClient) {
     let d = &sub.config.delivery;
     let max = match (d.batching, d.format) {
@@ -97,7 +72,7 @@ async fn worker(gw: Arc<Gateway>, sub: Arc<Subscription>, dest: Destination, cli
         _ => 1,
     };
     loop {
-        let items = take(&sub, max).await;
+        let items = gw.take(&sub, max).await;
         match send(&client, &sub, &dest, &items).await {
             Ok(()) => finish(&gw, &sub, &items, Outcome::Delivered, None).await,
             Err(Failure::Permanent(reason)) => {
@@ -122,41 +97,10 @@ async fn finish(
     let name = &sub.config.name;
     if outcome == Outcome::DeadLettered {
         let reason = reason.unwrap_or_default();
-        let path = dead_letter_path(gw, sub);
-        let lines: Vec<String> = items
-            .iter()
-            .map(|i| {
-                json!({
-                    "subscription": name,
-                    "seq": i.event.seq,
-                    "received_ms": i.event.received_ms,
-                    "dead_lettered_ms": now_ms(),
-                    "attempts": i.attempts + 1,
-                    "reason": reason,
-                    "event": serde_json::from_str::<serde_json::Value>(&i.event.json).unwrap_or_default(),
-                })
-                .to_string()
-            })
-            .collect();
-        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?;
-            for l in lines {
-                writeln!(f, "{l}")?;
-            }
-            f.sync_data()
-        })
-        .await;
-        if !matches!(written, Ok(Ok(()))) {
+        if let Err(e) = dead_letter(gw, sub, items, &reason).await {
             // The sink is not writable: keep the events queued rather than lose them.
-            tracing::error!(subscription = %name, ?written, "Dead-letter sink not writable; events stay queued.");
-            let later = items.to_vec();
-            requeue_after(gw, sub, later, Duration::from_secs(30));
+            tracing::error!(subscription = %name, error = %e, "Dead-letter sink not writable; events stay queued.");
+            gw.requeue(sub, items.to_vec(), Duration::from_secs(30));
             return;
         }
         gw.metrics
@@ -177,43 +121,55 @@ async fn finish(
             .with_label_values(&[name])
             .inc_by(items.len() as u64);
     }
-    let seqs: Vec<u64> = items.iter().map(|i| i.event.seq).collect();
-    let store = gw.store.clone();
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.done(&seqs, outcome)).await {
-        // The event was delivered; failing to record it means a redelivery after a restart.
-        tracing::warn!(subscription = %name, error = %e, "Could not record delivery; may redeliver after a restart.");
-    }
-    {
-        let mut q = sub.lock();
-        q.pending = q.pending.saturating_sub(items.len());
-    }
-    gw.pending_changed(sub);
+    gw.retire(sub, items, outcome).await;
+}
+
+/// Appends `items` to the subscription's dead-letter file (one JSON line each), fsync'd.
+async fn dead_letter(
+    gw: &Gateway,
+    sub: &Subscription,
+    items: &[Item],
+    reason: &str,
+) -> std::io::Result<()> {
+    let path = dead_letter_path(gw, sub);
+    let lines: Vec<String> = items
+        .iter()
+        .map(|i| {
+            json!({
+                "subscription": sub.config.name,
+                "seq": i.event.seq,
+                "received_ms": i.event.received_ms,
+                "dead_lettered_ms": now_ms(),
+                "attempts": i.attempts + 1,
+                "reason": reason,
+                "event": serde_json::from_str::<serde_json::Value>(&i.event.json).unwrap_or_default(),
+            })
+            .to_string()
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        for l in lines {
+            writeln!(f, "{l}")?;
+        }
+        f.sync_data()
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 fn dead_letter_path(gw: &Gateway, sub: &Subscription) -> PathBuf {
     sub.config.dead_letter.clone().unwrap_or_else(|| {
-        gw.store
-            .path()
-            .parent()
-            .map(|p| p.join("dead-letter"))
-            .unwrap_or_default()
+        gw.data_dir()
+            .join("dead-letter")
             .join(format!("{}.jsonl", sub.config.name))
     })
-}
-
-fn requeue_after(gw: &Arc<Gateway>, sub: &Arc<Subscription>, items: Vec<Item>, wait: Duration) {
-    let (gw, sub) = (gw.clone(), sub.clone());
-    tokio::spawn(async move {
-        tokio::time::sleep(wait).await;
-        {
-            let mut q = sub.lock();
-            for i in items.into_iter().rev() {
-                q.ready.push_front(i);
-            }
-        }
-        sub.ready.notify_one();
-        gw.pending_changed(&sub);
-    });
 }
 
 async fn retry(
@@ -255,7 +211,7 @@ async fn retry(
             i
         })
         .collect();
-    requeue_after(gw, sub, items, wait);
+    gw.requeue(sub, items, wait);
 }
 
 /// One delivery request for `items`.

@@ -10,29 +10,34 @@
 //!    Grid, 202 for CloudEvents). If the queue is full or the disk write fails: 503 +
 //!    Retry-After, never 400/401/403/413 for a transient condition.
 //!
-//! Delivery runs apart ([`crate::deliver`]). State (queues, dedupe window) is owned here.
+//! Delivery runs apart ([`crate::deliver`]) and takes events only through the gateway, which
+//! owns the queue ([`crate::queue`]), the dedupe window ([`crate::dedupe`]) and, after every
+//! change of a pending count, the gauge and the app's demand ([`crate::demand`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde_json::json;
-use tokio::sync::Notify;
 
 use crate::auth::{Authenticator, Denied};
 use crate::config::{GatewayConfig, Schema, SubscriptionConfig};
+use crate::dedupe::{Dedupe, InFlight, Reservation};
+use crate::demand::{AppDemand, DemandTargets};
 use crate::metrics::Metrics;
 use crate::protocol::cloudevents::{self, Strictness};
 use crate::protocol::eventgrid::{self, Delivery};
 use crate::protocol::{Headers, ProtocolError, handshake};
-use crate::store::{self, Kind, Store};
+use crate::queue::embedded::Embedded;
+use crate::queue::{Backend, EventQueue, Item, QueueError, SubId};
+use crate::store::{self, Kind, Outcome};
+
+pub use crate::dedupe::MAX_DEDUPE_KEYS;
 
 /// Seconds suggested in `Retry-After` when Rouse cannot take events right now.
 pub const RETRY_AFTER_SECS: u32 = 10;
-/// Most dedupe keys remembered (oldest forgotten first), whatever the window.
-pub const MAX_DEDUPE_KEYS: usize = 1_000_000;
 
 /// A webhook request, transport-independent (the proxy and the standalone server both build one).
 #[derive(Debug, Clone)]
@@ -85,81 +90,33 @@ impl Response {
     }
 }
 
-/// One queued event with its delivery attempts so far.
-#[derive(Debug, Clone)]
-pub struct Item {
-    pub event: Arc<store::Event>,
-    pub attempts: u32,
-}
-
-/// A subscription's queue.
-#[derive(Default)]
-pub(crate) struct Queue {
-    pub(crate) ready: VecDeque<Item>,
-    /// Accepted and not yet done: ready + in flight + waiting for a retry.
-    pub(crate) pending: usize,
-}
-
 /// One configured subscription.
 pub struct Subscription {
     pub config: SubscriptionConfig,
     pub(crate) auth: Authenticator,
-    /// Signalled when events become ready to deliver.
-    pub(crate) ready: Notify,
-    pub(crate) queue: Mutex<Queue>,
+    id: SubId,
+    queue: Arc<Backend>,
     /// Set by an Event Grid SubscriptionDeletion: events are still accepted (a new subscription
     /// may reuse the endpoint) but the state is visible in logs and `/events`.
     pub deleted: std::sync::atomic::AtomicBool,
 }
 
 impl Subscription {
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
+    /// Events accepted and not yet delivered or dead-lettered.
     pub fn pending(&self) -> usize {
-        self.lock().pending
+        self.queue.pending(self.id)
     }
 }
 
-/// Called with `(subscription, pending)` whenever a subscription's pending count changes, so
-/// queued events count in the target's demand (and wake it).
-pub type PendingHook = Arc<dyn Fn(&SubscriptionConfig, usize) + Send + Sync>;
-
-/// Keys seen within the dedupe window.
-#[derive(Default)]
-struct Dedupe {
-    seen: HashSet<(String, String)>,
-    /// Keys being written right now (not yet acknowledged).
-    in_flight: HashSet<(String, String)>,
-    order: VecDeque<(u64, String, String)>,
-}
-
-impl Dedupe {
-    fn expire(&mut self, now_ms: u64, windows: &HashMap<String, u64>) {
-        while let Some((at, sub, _)) = self.order.front() {
-            let window = windows.get(sub).copied().unwrap_or(0);
-            let expired = at.saturating_add(window) <= now_ms || self.order.len() > MAX_DEDUPE_KEYS;
-            if !expired {
-                break;
-            }
-            if let Some((_, sub, key)) = self.order.pop_front() {
-                self.seen.remove(&(sub, key));
-            }
-        }
-    }
-}
-
-/// The gateway: subscriptions, the store and the queues.
+/// The gateway: subscriptions, the queue and the dedupe window.
 pub struct Gateway {
-    pub(crate) subs: Vec<Arc<Subscription>>,
-    pub(crate) store: Arc<Store>,
+    subs: Vec<Arc<Subscription>>,
+    queue: Arc<Backend>,
+    dedupe: Dedupe,
+    demand: AppDemand,
     pub metrics: Metrics,
     max_body: u64,
-    seq: AtomicU64,
-    dedupe: Mutex<Dedupe>,
-    windows: HashMap<String, u64>,
-    pending_hook: Option<PendingHook>,
+    data_dir: PathBuf,
 }
 
 pub fn now_ms() -> u64 {
@@ -169,81 +126,40 @@ pub fn now_ms() -> u64 {
 }
 
 impl Gateway {
-    /// Opens the store, replays it and queues every pending event again.
+    /// Opens the queue (replaying the log: every pending event is queued again) and counts
+    /// queued events in the demand of their app's target in `demand` (empty: nowhere).
     pub fn open(
         config: &GatewayConfig,
         metrics: Metrics,
-        pending_hook: Option<PendingHook>,
+        demand: DemandTargets,
     ) -> anyhow::Result<Arc<Gateway>> {
-        let (store, recovered) = Store::open(&config.data_dir)
+        let (queue, seen) = Embedded::open(&config.data_dir, &config.subscriptions)
             .map_err(|e| anyhow::anyhow!("event store {}: {e}", config.data_dir.display()))?;
-        if recovered.truncated > 0 {
-            tracing::warn!(
-                bytes = recovered.truncated,
-                "Cut a torn tail off the event log (never acknowledged)."
-            );
-        }
-        let subs: Vec<Arc<Subscription>> = config
+        let queue = Arc::new(Backend::Embedded(queue));
+        let subs = config
             .subscriptions
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(i, c)| {
                 Arc::new(Subscription {
                     config: c.clone(),
                     auth: Authenticator::new(c.auth.clone()),
-                    ready: Notify::new(),
-                    queue: Mutex::new(Queue::default()),
+                    id: SubId::new(i),
+                    queue: queue.clone(),
                     deleted: Default::default(),
                 })
             })
             .collect();
-        let windows: HashMap<String, u64> = config
-            .subscriptions
-            .iter()
-            .map(|c| (c.name.clone(), c.dedupe_window_secs.saturating_mul(1000)))
-            .collect();
-        let now = now_ms();
-        let mut dedupe = Dedupe::default();
-        for (sub, key, at) in recovered.seen {
-            let window = windows.get(&sub).copied().unwrap_or(0);
-            if at.saturating_add(window) > now && dedupe.seen.insert((sub.clone(), key.clone())) {
-                dedupe.order.push_back((at, sub, key));
-            }
-        }
-        let mut orphans = 0;
-        for e in recovered.pending {
-            match subs.iter().find(|s| s.config.name == e.subscription) {
-                Some(s) => {
-                    let mut q = s.lock();
-                    q.ready.push_back(Item {
-                        event: Arc::new(e),
-                        attempts: 0,
-                    });
-                    q.pending += 1;
-                }
-                None => orphans += 1,
-            }
-        }
-        if orphans > 0 {
-            tracing::warn!(
-                orphans,
-                "Pending events of subscriptions no longer configured stay in the log."
-            );
-        }
         let gw = Arc::new(Gateway {
             subs,
-            store: Arc::new(store),
+            queue,
+            dedupe: Dedupe::new(&config.subscriptions, seen, now_ms()),
+            demand: AppDemand::new(&config.subscriptions, &demand),
             metrics,
             max_body: config.max_body_bytes,
-            seq: AtomicU64::new(recovered.next_seq),
-            dedupe: Mutex::new(dedupe),
-            windows,
-            pending_hook,
+            data_dir: config.data_dir.clone(),
         });
         for s in &gw.subs {
-            let pending = s.pending();
-            if pending > 0 {
-                tracing::info!(subscription = %s.config.name, pending, "Recovered pending events.");
-            }
             gw.pending_changed(s);
         }
         Ok(gw)
@@ -266,15 +182,47 @@ impl Gateway {
         self.max_body
     }
 
-    pub(crate) fn pending_changed(&self, sub: &Subscription) {
+    /// The gateway's data directory (the default dead-letter directory is in it).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// After every change of `sub`'s pending count: the gauge, and its app's demand.
+    fn pending_changed(&self, sub: &Subscription) {
         let pending = sub.pending();
         self.metrics
             .pending
             .with_label_values(&[&sub.config.name])
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
-        if let Some(hook) = &self.pending_hook {
-            hook(&sub.config, pending);
+        self.demand.changed(sub.id, |s| self.queue.pending(s));
+    }
+
+    /// Up to `max` events of `sub` to deliver, waiting for some (see [`EventQueue::take`]).
+    pub(crate) async fn take(&self, sub: &Subscription, max: usize) -> Vec<Item> {
+        self.queue.take(sub.id, max).await
+    }
+
+    /// Hands `items` out again after `delay`, in the background.
+    pub(crate) fn requeue(
+        self: &Arc<Self>,
+        sub: &Arc<Subscription>,
+        items: Vec<Item>,
+        delay: Duration,
+    ) {
+        let (gw, sub) = (self.clone(), sub.clone());
+        tokio::spawn(async move {
+            gw.queue.requeue(sub.id, items, delay).await;
+            gw.pending_changed(&sub);
+        });
+    }
+
+    /// Takes `items` out of the queue for good (delivered or dead-lettered).
+    pub(crate) async fn retire(&self, sub: &Subscription, items: &[Item], outcome: Outcome) {
+        if let Err(e) = self.queue.retire(sub.id, items, outcome).await {
+            // Done already; failing to record it means a redelivery after a restart.
+            tracing::warn!(subscription = %sub.config.name, error = %e, "Could not record delivery; may redeliver after a restart.");
         }
+        self.pending_changed(sub);
     }
 
     fn reject(&self, sub: &Subscription, status: u16, reason: &str, message: &str) -> Response {
@@ -288,22 +236,8 @@ impl Gateway {
 
     /// Answers one webhook request for `sub`.
     pub async fn handle(self: &Arc<Self>, sub: &Arc<Subscription>, req: Request) -> Response {
-        let name = &sub.config.name;
         if req.method == http::Method::OPTIONS {
-            let a = handshake::options(
-                &req.headers,
-                &sub.config.allowed_origins,
-                sub.config.allowed_rate,
-            );
-            return Response {
-                status: a.status,
-                headers: a
-                    .headers
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
-                body: Vec::new(),
-            };
+            return handshake_answer(sub, &req);
         }
         if req.method != http::Method::POST {
             return self.reject(
@@ -326,6 +260,56 @@ impl Gateway {
             Err(Denied::Unauthorized(m)) => return self.reject(sub, 401, "unauthorized", &m),
             Err(Denied::Unavailable(m)) => return self.reject(sub, 503, "auth_unavailable", &m),
         }
+        let (events, kind) = match self.parse(sub, &req) {
+            Ok(Parsed::Answer(r)) => return r,
+            Ok(Parsed::Events(events, kind)) => (events, kind),
+            Err(e) => {
+                let reason = if e.status == 415 {
+                    "unsupported_media_type"
+                } else {
+                    "bad_request"
+                };
+                return self.reject(sub, e.status, reason, &e.message);
+            }
+        };
+        self.metrics
+            .received
+            .with_label_values(&[&sub.config.name])
+            .inc_by(events.len() as u64);
+        match self.accept(sub, events).await {
+            Ok(()) => Response::empty(if kind == Kind::CloudEvent { 202 } else { 200 }),
+            Err(refused) => self.refused(sub, refused),
+        }
+    }
+
+    fn refused(&self, sub: &Subscription, refused: Refused) -> Response {
+        match refused {
+            Refused::Full => self.reject(
+                sub,
+                503,
+                "queue_full",
+                &format!(
+                    "{} events are already pending (max_pending)",
+                    sub.config.max_pending
+                ),
+            ),
+            Refused::InFlight => self.reject(
+                sub,
+                503,
+                "duplicate_in_flight",
+                "an event of this request is being stored by another request; retry",
+            ),
+            Refused::Store(e) => self.reject(
+                sub,
+                503,
+                "store_unavailable",
+                &format!("events could not be stored durably: {e}"),
+            ),
+        }
+    }
+
+    /// Event Grid or CloudEvents, per the subscription's schema (and, for `both`, the request).
+    fn parse(&self, sub: &Subscription, req: &Request) -> Result<Parsed, ProtocolError> {
         let is_ce = match sub.config.schema {
             Schema::Eventgrid => false,
             Schema::Cloudevents => true,
@@ -339,79 +323,16 @@ impl Gateway {
                     || req.headers.get("ce-specversion").is_some()
             }
         };
-        let result = if is_ce {
-            self.cloudevents(sub, &req)
+        if is_ce {
+            self.cloudevents(sub, req)
         } else {
-            self.eventgrid(sub, &req)
-        };
-        let (events, kind) = match result {
-            Ok(Parsed::Answer(r)) => return r,
-            Ok(Parsed::Events(events, kind)) => (events, kind),
-            Err(e) => {
-                return self.reject(
-                    sub,
-                    e.status,
-                    if e.status == 415 {
-                        "unsupported_media_type"
-                    } else {
-                        "bad_request"
-                    },
-                    &e.message,
-                );
-            }
-        };
-        self.metrics
-            .received
-            .with_label_values(&[name])
-            .inc_by(events.len() as u64);
-        match self.accept(sub, events, kind).await {
-            Ok(()) => Response::empty(if kind == Kind::CloudEvent { 202 } else { 200 }),
-            Err(Refused::Full) => self.reject(
-                sub,
-                503,
-                "queue_full",
-                &format!(
-                    "{} events are already pending (max_pending)",
-                    sub.config.max_pending
-                ),
-            ),
-            Err(Refused::InFlight) => self.reject(
-                sub,
-                503,
-                "duplicate_in_flight",
-                "an event of this request is being stored by another request; retry",
-            ),
-            Err(Refused::Store(e)) => self.reject(
-                sub,
-                503,
-                "store_unavailable",
-                &format!("events could not be stored durably: {e}"),
-            ),
+            self.eventgrid(sub, req)
         }
     }
 
     fn eventgrid(&self, sub: &Subscription, req: &Request) -> Result<Parsed, ProtocolError> {
         match eventgrid::parse(&req.headers, &req.body)? {
-            Delivery::Validation { code } => {
-                let names = &sub.config.subscription_names;
-                let given = req.headers.get("aeg-subscription-name").unwrap_or("");
-                if !names.is_empty() && !names.iter().any(|n| n.eq_ignore_ascii_case(given)) {
-                    return Ok(Parsed::Answer(self.reject(
-                        sub,
-                        403,
-                        "unknown_subscription",
-                        &format!(
-                            "aeg-subscription-name {given:?} is not one of subscription_names"
-                        ),
-                    )));
-                }
-                tracing::info!(subscription = %sub.config.name, event_grid_subscription = given, "Event Grid subscription validated.");
-                Ok(Parsed::Answer(Response {
-                    status: 200,
-                    headers: vec![("content-type".into(), "application/json".into())],
-                    body: eventgrid::validation_response(&code),
-                }))
-            }
+            Delivery::Validation { code } => Ok(Parsed::Answer(self.validation(sub, req, &code))),
             Delivery::Deletion { subscription_id } => {
                 sub.deleted.store(true, Ordering::Relaxed);
                 tracing::warn!(subscription = %sub.config.name, event_grid_subscription = ?subscription_id, "Event Grid deleted the subscription.");
@@ -419,21 +340,36 @@ impl Gateway {
             }
             Delivery::Unsubscribe => Ok(Parsed::Answer(Response::empty(202))),
             Delivery::Notification(events) => {
-                let forwarded = forwarded_headers(&sub.config.forward_headers, &req.headers);
-                let now = now_ms();
+                let new = NewEvents::new(sub, req, Kind::EventGrid);
                 Ok(Parsed::Events(
                     events
                         .into_iter()
-                        .map(|e| Draft {
-                            key: format!("{}\u{0}{}", e.topic, e.id),
-                            json: e.raw.get().to_string(),
-                            headers: forwarded.clone(),
-                            received_ms: now,
-                        })
+                        .map(|e| new.event(format!("{}\u{0}{}", e.topic, e.id), e.raw.get()))
                         .collect(),
                     Kind::EventGrid,
                 ))
             }
+        }
+    }
+
+    /// The Event Grid validation handshake: 200 `{"validationResponse":…}`, or 403 for an
+    /// `aeg-subscription-name` not in `subscription_names`.
+    fn validation(&self, sub: &Subscription, req: &Request, code: &str) -> Response {
+        let names = &sub.config.subscription_names;
+        let given = req.headers.get("aeg-subscription-name").unwrap_or("");
+        if !names.is_empty() && !names.iter().any(|n| n.eq_ignore_ascii_case(given)) {
+            return self.reject(
+                sub,
+                403,
+                "unknown_subscription",
+                &format!("aeg-subscription-name {given:?} is not one of subscription_names"),
+            );
+        }
+        tracing::info!(subscription = %sub.config.name, event_grid_subscription = given, "Event Grid subscription validated.");
+        Response {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: eventgrid::validation_response(code),
         }
     }
 
@@ -448,24 +384,18 @@ impl Gateway {
                 .with_label_values(&[&sub.config.name])
                 .inc_by(parsed.raw_header_values as u64);
         }
-        let forwarded = forwarded_headers(&sub.config.forward_headers, &req.headers);
-        let now = now_ms();
+        let new = NewEvents::new(sub, req, Kind::CloudEvent);
         Ok(Parsed::Events(
             parsed
                 .events
                 .into_iter()
-                .map(|e| Draft {
-                    key: format!("{}\u{0}{}", e.source, e.id),
-                    json: e.json.get().to_string(),
-                    headers: forwarded.clone(),
-                    received_ms: now,
-                })
+                .map(|e| new.event(format!("{}\u{0}{}", e.source, e.id), e.json.get()))
                 .collect(),
             Kind::CloudEvent,
         ))
     }
 
-    /// Dedupes, stores durably and queues `drafts`. `Ok` = safe to acknowledge.
+    /// Dedupes `events`, stores them durably and queues them. `Ok` = safe to acknowledge.
     ///
     /// Keys are reserved *in flight* before the write: a concurrent request carrying the same
     /// event gets 503 (retry) rather than an acknowledgement for an event not yet on disk. The
@@ -474,43 +404,27 @@ impl Gateway {
     async fn accept(
         self: &Arc<Self>,
         sub: &Arc<Subscription>,
-        drafts: Vec<Draft>,
-        kind: Kind,
+        mut events: Vec<store::Event>,
     ) -> Result<(), Refused> {
-        let name = sub.config.name.clone();
-        if drafts.is_empty() {
+        let Some(now) = events.first().map(|e| e.received_ms) else {
             return Ok(());
+        };
+        let (duplicates, reserved) = self.dedupe.reserve(sub.id, &mut events, now);
+        if duplicates > 0 {
+            self.metrics
+                .deduplicated
+                .with_label_values(&[&sub.config.name])
+                .inc_by(duplicates as u64);
         }
-        let mut fresh: Vec<Draft> = Vec::with_capacity(drafts.len());
-        {
-            let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
-            d.expire(now_ms(), &self.windows);
-            let mut busy = false;
-            let mut mine = HashSet::new();
-            for draft in drafts {
-                let k = (name.clone(), draft.key.clone());
-                if d.seen.contains(&k) || mine.contains(&draft.key) {
-                    self.metrics.deduplicated.with_label_values(&[&name]).inc();
-                } else if d.in_flight.contains(&k) {
-                    busy = true;
-                } else {
-                    mine.insert(draft.key.clone());
-                    fresh.push(draft);
-                }
-            }
-            if busy {
-                return Err(Refused::InFlight);
-            }
-            for f in &fresh {
-                d.in_flight.insert((name.clone(), f.key.clone()));
-            }
-        }
-        if fresh.is_empty() {
+        let reservation = reserved.map_err(|InFlight| Refused::InFlight)?;
+        if events.is_empty() {
+            self.dedupe.release(reservation);
             return Ok(());
         }
         let gw = self.clone();
         let sub = sub.clone();
-        let commit = tokio::spawn(async move { gw.store_and_queue(&sub, fresh, kind).await });
+        let commit =
+            tokio::spawn(async move { gw.store_and_queue(&sub, events, reservation).await });
         commit
             .await
             .unwrap_or_else(|e| Err(Refused::Store(format!("commit task: {e}"))))
@@ -519,112 +433,47 @@ impl Gateway {
     async fn store_and_queue(
         &self,
         sub: &Subscription,
-        fresh: Vec<Draft>,
-        kind: Kind,
+        events: Vec<store::Event>,
+        reservation: Reservation,
     ) -> Result<(), Refused> {
-        let name = &sub.config.name;
-        let release = |keys: &[Draft]| {
-            let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
-            for k in keys {
-                d.in_flight.remove(&(name.clone(), k.key.clone()));
-            }
-        };
-        if sub.pending() + fresh.len() > sub.config.max_pending {
-            release(&fresh);
-            return Err(Refused::Full);
-        }
-        let events: Vec<store::Event> = fresh
-            .iter()
-            .map(|d| store::Event {
-                seq: self.seq.fetch_add(1, Ordering::Relaxed),
-                subscription: name.clone(),
-                key: d.key.clone(),
-                received_ms: d.received_ms,
-                kind,
-                json: d.json.clone(),
-                headers: d.headers.clone(),
-            })
-            .collect();
-        let store = self.store.clone();
-        let to_write = events.clone();
-        let written = tokio::task::spawn_blocking(move || store.append(&to_write))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r);
-        if let Err(e) = written {
-            release(&fresh);
-            return Err(Refused::Store(e.to_string()));
-        }
-        {
-            let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
-            for e in &events {
-                let k = (name.clone(), e.key.clone());
-                d.in_flight.remove(&k);
-                d.seen.insert(k);
-                d.order
-                    .push_back((e.received_ms, name.clone(), e.key.clone()));
-            }
-        }
         let count = events.len();
-        {
-            let mut q = sub.lock();
-            for e in events {
-                q.ready.push_back(Item {
-                    event: Arc::new(e),
-                    attempts: 0,
-                });
-            }
-            q.pending += count;
+        if let Err(e) = self.queue.push(sub.id, events).await {
+            self.dedupe.release(reservation);
+            return Err(match e {
+                QueueError::Full => Refused::Full,
+                QueueError::Unavailable(e) => Refused::Store(e),
+            });
         }
+        self.dedupe.commit(reservation);
         self.metrics
             .acknowledged
-            .with_label_values(&[name])
+            .with_label_values(&[&sub.config.name])
             .inc_by(count as u64);
         self.pending_changed(sub);
-        sub.ready.notify_waiters();
-        sub.ready.notify_one();
         Ok(())
     }
 
-    /// Fsyncs finished deliveries every [`store::DONE_SYNC`] and restarts the log when empty.
+    /// The queue's housekeeping (see [`EventQueue::maintain`]), for as long as the gateway runs.
     pub async fn maintain(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(store::DONE_SYNC);
-        let mut n = 0u64;
-        loop {
-            tick.tick().await;
-            let store = self.store.clone();
-            let _ = tokio::task::spawn_blocking(move || store.sync()).await;
-            n += 1;
-            if n.is_multiple_of(100) && self.store.wants_compaction() {
-                let carry: Vec<(String, String, u64)> = {
-                    let d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
-                    d.order
-                        .iter()
-                        .map(|(at, sub, key)| (sub.clone(), key.clone(), *at))
-                        .collect()
-                };
-                let store = self.store.clone();
-                match tokio::task::spawn_blocking(move || store.compact(&carry)).await {
-                    Ok(Ok(true)) => tracing::info!("Event log compacted."),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "Event log compaction failed."),
-                    _ => {}
-                }
-            }
-        }
+        self.queue.maintain(&self.dedupe).await;
     }
 
     /// The events of `subscription` waiting to be delivered (ready ones, in order).
     pub fn queued(&self, subscription: &str) -> Vec<Arc<store::Event>> {
-        self.subs
-            .iter()
-            .find(|s| s.config.name == subscription)
-            .map(|s| s.lock().ready.iter().map(|i| i.event.clone()).collect())
-            .unwrap_or_default()
+        let Some(sub) = self.subs.iter().find(|s| s.config.name == subscription) else {
+            return Vec::new();
+        };
+        match &*self.queue {
+            Backend::Embedded(q) => q.ready_events(sub.id),
+        }
     }
 
     /// Test hook: make durable writes fail (the "store is down" case).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn inject_store_failure(&self, fail: bool) {
-        self.store.inject_failure(fail);
+        match &*self.queue {
+            Backend::Embedded(q) => q.inject_failure(fail),
+        }
     }
 
     /// Waits until nothing is pending (tests, drain).
@@ -640,18 +489,60 @@ impl Gateway {
     }
 }
 
-/// An event ready to store.
-struct Draft {
-    key: String,
-    json: String,
+/// The CloudEvents webhook handshake (`OPTIONS`).
+fn handshake_answer(sub: &Subscription, req: &Request) -> Response {
+    let a = handshake::options(
+        &req.headers,
+        &sub.config.allowed_origins,
+        sub.config.allowed_rate,
+    );
+    Response {
+        status: a.status,
+        headers: a
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        body: Vec::new(),
+    }
+}
+
+/// What the events of one request share.
+struct NewEvents<'a> {
+    subscription: &'a str,
+    kind: Kind,
     headers: Vec<(String, String)>,
     received_ms: u64,
+}
+
+impl<'a> NewEvents<'a> {
+    fn new(sub: &'a Subscription, req: &Request, kind: Kind) -> Self {
+        NewEvents {
+            subscription: &sub.config.name,
+            kind,
+            headers: forwarded_headers(&sub.config.forward_headers, &req.headers),
+            received_ms: now_ms(),
+        }
+    }
+
+    /// An event to store (its `seq` is assigned by the queue).
+    fn event(&self, key: String, json: &str) -> store::Event {
+        store::Event {
+            seq: 0,
+            subscription: self.subscription.to_string(),
+            key,
+            received_ms: self.received_ms,
+            kind: self.kind,
+            json: json.to_string(),
+            headers: self.headers.clone(),
+        }
+    }
 }
 
 enum Parsed {
     /// Answer at once (handshakes, deletion).
     Answer(Response),
-    Events(Vec<Draft>, Kind),
+    Events(Vec<store::Event>, Kind),
 }
 
 enum Refused {

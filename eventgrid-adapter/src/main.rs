@@ -72,7 +72,7 @@ fn load(path: &PathBuf) -> Result<GatewayConfig, Vec<String>> {
 async fn run(cli: Cli, config: GatewayConfig) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let metrics = rouse_eventgrid::metrics::Metrics::new(&registry);
-    let gw = rouse_eventgrid::Gateway::open(&config, metrics, None)?;
+    let gw = rouse_eventgrid::Gateway::open(&config, metrics, Default::default())?;
     rouse_eventgrid::deliver::start(&gw, |sub| rouse_eventgrid::deliver::Destination {
         base: sub.config.target.url.clone().unwrap_or_default(),
         host: sub.config.target.host.clone(),

@@ -1,6 +1,7 @@
 //! Prometheus metrics of the gateway, labelled by subscription.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
+use rouse_core::metrics::{counter_vec, gauge_vec, histogram_vec};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -25,19 +26,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Registers the gateway's metrics in `r` (once per registry).
     pub fn new(r: &Registry) -> Self {
-        fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
-            // Names are fixed; a clash means the gateway was registered twice in one registry.
-            let _ = r.register(Box::new(m.clone()));
-            m
-        }
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            reg(
-                r,
-                IntCounterVec::new(Opts::new(name, help), labels)
-                    .unwrap_or_else(|e| panic!("{name}: {e}")),
-            )
-        };
+        let counter = |name: &str, help: &str, labels: &[&str]| counter_vec(r, name, help, labels);
         Metrics {
             received: counter(
                 "rouse_events_received_total",
@@ -79,31 +70,21 @@ impl Metrics {
                 "ce-* header values kept raw (not percent-encoded).",
                 &["subscription"],
             ),
-            delivery_latency: reg(
+            delivery_latency: histogram_vec(
                 r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "rouse_event_delivery_seconds",
-                        "From acknowledgement to a 2xx from the target.",
-                    )
-                    .buckets(vec![
-                        0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                        300.0,
-                    ]),
-                    &["subscription"],
-                )
-                .unwrap_or_else(|e| panic!("delivery histogram: {e}")),
+                "rouse_event_delivery_seconds",
+                "From acknowledgement to a 2xx from the target.",
+                &["subscription"],
+                &[
+                    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0,
+                ],
             ),
-            pending: reg(
+            pending: gauge_vec(
                 r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "rouse_events_pending",
-                        "Events accepted and not yet delivered or dead-lettered.",
-                    ),
-                    &["subscription"],
-                )
-                .unwrap_or_else(|e| panic!("pending gauge: {e}")),
+                "rouse_events_pending",
+                "Events accepted and not yet delivered or dead-lettered.",
+                &["subscription"],
             ),
         }
     }

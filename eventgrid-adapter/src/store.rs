@@ -1,7 +1,9 @@
-//! The durable queue: an append-only log on disk. An event is acknowledged to the sender only
-//! after its `Accepted` record is written *and fsync'd*; a `Done` record (delivered or
-//! dead-lettered) retires it. At start the log is replayed: every accepted event without a
-//! `Done` is pending again, and the dedupe window is rebuilt.
+//! The durable log of the embedded queue ([`crate::queue::embedded`]): append-only, on disk.
+//!
+//! An event is acknowledged to the sender only after its `Accepted` record is written *and
+//! fsync'd*; a `Done` record (delivered or dead-lettered) retires it. At start the log is
+//! replayed: every accepted event without a `Done` is pending again, and the dedupe window is
+//! rebuilt.
 //!
 //! Record framing: `len: u32 LE | crc32: u32 LE | JSON`. A torn or corrupt tail (a crash mid
 //! write) ends the replay and is cut off: it can only hold records that were never acknowledged
@@ -17,6 +19,7 @@
 //! disk's fsync rate does not cap the request rate. A failed write is cut off again, so a later
 //! record can never follow garbage (which would end a replay early).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -81,6 +84,12 @@ enum Record {
     },
 }
 
+/// [`Record::Accepted`] as written: serialized the same, without copying the event.
+#[derive(Serialize)]
+enum RecordRef<'a> {
+    Accepted(&'a Event),
+}
+
 /// What replaying the log found.
 #[derive(Debug, Default)]
 pub struct Recovered {
@@ -117,6 +126,7 @@ pub struct Store {
     inner: Mutex<Inner>,
     dirty: AtomicBool,
     /// Fault injection for tests: appends fail while set (the "store is down" case).
+    #[cfg(any(test, feature = "test-util"))]
     fail: AtomicBool,
     /// Set when a failed write could not be cut off: the log refuses appends from then on.
     broken: AtomicBool,
@@ -124,7 +134,7 @@ pub struct Store {
     committed: Condvar,
 }
 
-fn frame(record: &Record) -> std::io::Result<Vec<u8>> {
+fn frame(record: &impl Serialize) -> std::io::Result<Vec<u8>> {
     let json = serde_json::to_vec(record)?;
     let len = u32::try_from(json.len())
         .ok()
@@ -235,6 +245,7 @@ impl Store {
                 live,
             }),
             dirty: AtomicBool::new(false),
+            #[cfg(any(test, feature = "test-util"))]
             fail: AtomicBool::new(false),
             broken: AtomicBool::new(false),
             commit: Mutex::new(Commit::default()),
@@ -287,13 +298,14 @@ impl Store {
 
     /// Appends `events` durably: all are on disk (fsync'd) when this returns `Ok`. Concurrent
     /// callers share one write and one fsync. Blocking: call it from `spawn_blocking`.
-    pub fn append(&self, events: &[Event]) -> std::io::Result<()> {
+    pub fn append<E: Borrow<Event>>(&self, events: &[E]) -> std::io::Result<()> {
+        #[cfg(any(test, feature = "test-util"))]
         if self.fail.load(Ordering::Relaxed) {
             return Err(std::io::Error::other("store unavailable (injected)"));
         }
         let mut buf = Vec::new();
         for e in events {
-            buf.extend_from_slice(&frame(&Record::Accepted(e.clone()))?);
+            buf.extend_from_slice(&frame(&RecordRef::Accepted(e.borrow()))?);
         }
         let mut c = self.commit_lock();
         let ticket = c.next_ticket;
@@ -407,6 +419,7 @@ impl Store {
     }
 
     /// Test hook: make appends fail (or work again).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn inject_failure(&self, fail: bool) {
         self.fail.store(fail, Ordering::Relaxed);
     }
@@ -540,6 +553,15 @@ mod tests {
         let (_, r) = Store::open(dir.path()).expect("reopen");
         assert_eq!(r.pending.len(), 400);
         assert_eq!(r.truncated, 0);
+    }
+
+    #[test]
+    fn a_borrowed_accepted_record_is_framed_like_an_owned_one() {
+        let e = event(7);
+        assert_eq!(
+            frame(&RecordRef::Accepted(&e)).expect("frame"),
+            frame(&Record::Accepted(e.clone())).expect("frame")
+        );
     }
 
     #[test]

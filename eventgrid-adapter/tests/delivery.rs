@@ -83,7 +83,7 @@ fn open(dir: &std::path::Path, target: SocketAddr, extra: &str) -> Arc<Gateway> 
     let gw = Gateway::open(
         &config,
         rouse_eventgrid::metrics::Metrics::new(&prometheus::Registry::new()),
-        None,
+        Default::default(),
     )
     .expect("gateway");
     rouse_eventgrid::deliver::start(&gw, |s| rouse_eventgrid::deliver::Destination {

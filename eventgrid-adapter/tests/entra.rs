@@ -98,7 +98,7 @@ fn gateway(dir: &std::path::Path, jwks: &str) -> Arc<Gateway> {
     Gateway::open(
         &config,
         rouse_eventgrid::metrics::Metrics::new(&prometheus::Registry::new()),
-        None,
+        Default::default(),
     )
     .expect("gateway")
 }

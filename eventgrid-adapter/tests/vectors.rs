@@ -27,7 +27,7 @@ fn fixture(extra: &str) -> Fixture {
     let gw = Gateway::open(
         &config,
         rouse_eventgrid::metrics::Metrics::new(&registry),
-        None,
+        Default::default(),
     )
     .expect("gateway");
     Fixture { gw, _dir: dir }

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use rouse_controller::local::AppConfig;
-use rouse_controller::local::config::ProcessSpec;
-use rouse_controller::scale::Policy;
 use rouse_core::Route;
+use rouse_local::AppConfig;
+use rouse_local::config::ProcessSpec;
+use rouse_scale::Policy;
 use serde::Deserialize;
 
 use crate::tls::CertConfig;
@@ -21,7 +21,7 @@ pub struct TlsListenerConfig {
     pub listen: SocketAddr,
     /// First entry is the default certificate when no SNI name matches.
     pub certificates: Vec<CertConfig>,
-    /// How often certificate files are checked for changes. Default 5 s.
+    /// How often certificate files are checked for changes, 1..=86 400. Default 5 s.
     #[serde(default = "TlsListenerConfig::default_reload")]
     pub reload_interval_secs: u64,
 }
@@ -32,29 +32,31 @@ impl TlsListenerConfig {
     }
 }
 
+/// Longest `drain.grace_secs`: a day is far beyond any orchestrator's termination grace, and
+/// bounding it keeps every deadline computed from it representable.
+pub const MAX_GRACE_SECS: u64 = 86_400;
+/// Longest `drain.readiness_delay_ms` (one hour).
+pub const MAX_READINESS_DELAY_MS: u64 = 3_600_000;
+/// Most worker threads: far above any useful count, low enough that the runtime can start them.
+pub const MAX_THREADS: usize = 1024;
+
 /// `proxy.drain`: graceful shutdown on SIGTERM.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DrainConfig {
-    /// In-flight and held requests get this long to finish after SIGTERM. Default 30 s.
-    #[serde(default = "DrainConfig::default_grace")]
+    /// In-flight and held requests get this long to finish after SIGTERM, at most
+    /// [`MAX_GRACE_SECS`]. Default 30 s.
     pub grace_secs: u64,
-    /// Readiness fails this long before listeners close, so load balancers stop sending.
-    /// Default 0 locally; set it to a few seconds behind a load balancer.
-    #[serde(default)]
+    /// Readiness fails this long before listeners close, so load balancers stop sending, at
+    /// most [`MAX_READINESS_DELAY_MS`]. Default 0 locally; set it to a few seconds behind a load
+    /// balancer.
     pub readiness_delay_ms: u64,
-}
-
-impl DrainConfig {
-    fn default_grace() -> u64 {
-        30
-    }
 }
 
 impl Default for DrainConfig {
     fn default() -> Self {
         DrainConfig {
-            grace_secs: Self::default_grace(),
+            grace_secs: 30,
             readiness_delay_ms: 0,
         }
     }
@@ -62,41 +64,75 @@ impl Default for DrainConfig {
 
 /// `proxy:`. Every field has a default.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ProxySettings {
     /// Public HTTP listener (HTTP/1.1 and h2c). Default 127.0.0.1:8080.
-    #[serde(default = "ProxySettings::default_listen")]
     pub listen: SocketAddr,
     /// Admin listener: /metrics, /livez, /readyz, /routes, /explain, /queues. Default 127.0.0.1:9090.
-    #[serde(default = "ProxySettings::default_admin")]
     pub admin_listen: SocketAddr,
-    #[serde(default)]
     pub tls: Option<TlsListenerConfig>,
-    /// Worker threads of the proxy runtime. Default: the number of CPUs.
-    #[serde(default)]
+    /// Worker threads of the proxy runtime, 1..=[`MAX_THREADS`]. Default: the number of CPUs.
     pub threads: Option<usize>,
-    /// Held requests at once, all routes together. Default 10 000.
-    #[serde(default = "ProxySettings::default_held")]
+    /// Held requests at once, all routes together, at least 1. Default 10 000.
     pub max_held_requests: u64,
     /// Held bytes (heads + declared bodies) at once, all routes together. Default 256 MiB.
-    #[serde(default = "ProxySettings::default_held_bytes")]
     pub max_held_bytes: u64,
-    #[serde(default)]
     pub drain: DrainConfig,
 }
 
 impl ProxySettings {
-    fn default_listen() -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 8080))
-    }
-    fn default_admin() -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 9090))
-    }
-    fn default_held() -> u64 {
-        10_000
-    }
-    fn default_held_bytes() -> u64 {
-        256 * 1024 * 1024
+    /// What serde cannot check, each error naming its field under `proxy.`. Shared by the local
+    /// file and `rouse kubernetes`' flags, so both refuse the same values.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.listen == self.admin_listen {
+            errors.push(format!(
+                "proxy.admin_listen: must differ from proxy.listen ({})",
+                self.listen
+            ));
+        }
+        if let Some(n) = self.threads
+            && !(1..=MAX_THREADS).contains(&n)
+        {
+            errors.push(format!(
+                "proxy.threads: must be 1..={MAX_THREADS} (got {n}; omit it for one per CPU)"
+            ));
+        }
+        if self.max_held_requests == 0 {
+            errors.push("proxy.max_held_requests: must be at least 1".to_string());
+        }
+        if self.drain.grace_secs > MAX_GRACE_SECS {
+            errors.push(format!(
+                "proxy.drain.grace_secs: must be at most {MAX_GRACE_SECS} (got {})",
+                self.drain.grace_secs
+            ));
+        }
+        if self.drain.readiness_delay_ms > MAX_READINESS_DELAY_MS {
+            errors.push(format!(
+                "proxy.drain.readiness_delay_ms: must be at most {MAX_READINESS_DELAY_MS} (got {})",
+                self.drain.readiness_delay_ms
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.listen == self.listen || tls.listen == self.admin_listen {
+                errors.push(format!(
+                    "proxy.tls.listen: {} is already used by another listener",
+                    tls.listen
+                ));
+            }
+            if tls.certificates.is_empty() {
+                errors.push(
+                    "proxy.tls.certificates: at least one certificate is required".to_string(),
+                );
+            }
+            if !(1..=86_400).contains(&tls.reload_interval_secs) {
+                errors.push(format!(
+                    "proxy.tls.reload_interval_secs: must be 1..=86400 (got {})",
+                    tls.reload_interval_secs
+                ));
+            }
+        }
+        errors
     }
 
     pub fn grace(&self) -> Duration {
@@ -107,12 +143,12 @@ impl ProxySettings {
 impl Default for ProxySettings {
     fn default() -> Self {
         ProxySettings {
-            listen: Self::default_listen(),
-            admin_listen: Self::default_admin(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             tls: None,
             threads: None,
-            max_held_requests: Self::default_held(),
-            max_held_bytes: Self::default_held_bytes(),
+            max_held_requests: 10_000,
+            max_held_bytes: 256 * 1024 * 1024,
             drain: DrainConfig::default(),
         }
     }
@@ -165,19 +201,7 @@ fn line_of_app(text: &str, name: &str, nth: usize) -> Option<usize> {
 
 /// Parses and validates `text`; `origin` names the file in messages.
 pub fn parse(text: &str, origin: &str) -> Result<LocalConfig, Vec<String>> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    let file: LocalFile = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let at = inner
-            .location()
-            .map(|l| format!("{}:{}", l.line(), l.column()))
-            .unwrap_or_else(|| "?".to_string());
-        // serde_yaml appends " at line L column C"; the prefix already says where.
-        let msg = inner.to_string();
-        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-        vec![format!("{origin}:{at}: {path}: {msg}")]
-    })?;
+    let file: LocalFile = rouse_core::yaml::from_str(text, origin).map_err(|e| vec![e])?;
 
     let mut errors = Vec::new();
     if file.apps.is_empty() {
@@ -212,46 +236,24 @@ pub fn parse(text: &str, origin: &str) -> Result<LocalConfig, Vec<String>> {
         let line = line_of_app(text, &c.route, 0).map_or("?".into(), |l| l.to_string());
         errors.push(format!("{origin}:{line}: apps: {c}"));
     }
-    let p = &file.proxy;
-    if p.listen == p.admin_listen {
-        errors.push(format!(
-            "{origin}: proxy.admin_listen: must differ from proxy.listen ({})",
-            p.listen
-        ));
-    }
-    if p.threads == Some(0) {
-        errors.push(format!(
-            "{origin}: proxy.threads: must be at least 1 (omit it for one per CPU)"
-        ));
-    }
-    if let Some(tls) = &p.tls
-        && (tls.listen == p.listen || tls.listen == p.admin_listen)
-    {
-        errors.push(format!(
-            "{origin}: proxy.tls.listen: {} is already used by another listener",
-            tls.listen
-        ));
-    }
-    if p.max_held_requests == 0 {
-        errors.push(format!(
-            "{origin}: proxy.max_held_requests: must be at least 1"
-        ));
-    }
-    if let Some(tls) = &p.tls
-        && tls.certificates.is_empty()
-    {
-        errors.push(format!(
-            "{origin}: proxy.tls.certificates: at least one certificate is required"
-        ));
-    }
+    errors.extend(
+        file.proxy
+            .validate()
+            .into_iter()
+            .map(|e| format!("{origin}: {e}")),
+    );
     if let Some(gw) = &file.event_gateway {
         errors.extend(gw.validate().into_iter().map(|e| format!("{origin}: {e}")));
         for (i, s) in gw.subscriptions.iter().enumerate() {
             let Some(app) = &s.target.app else { continue };
-            let Some(a) = apps.iter().find(|a| &a.route.name == app) else {
+            if !file.apps.iter().any(|a| &a.name == app) {
                 errors.push(format!(
                     "{origin}: event_gateway.subscriptions[{i}].target.app: no app named {app:?}"
                 ));
+                continue;
+            }
+            // An app with errors of its own is reported above; nothing more to say here.
+            let Some(a) = apps.iter().find(|a| &a.route.name == app) else {
                 continue;
             };
             if s.target.host.is_none() && delivery_host(&a.route).is_none() {
@@ -372,6 +374,65 @@ apps:
         let e = parse(&two, "f.yaml").expect_err("conflict");
         assert!(
             e.iter().any(|m| m.contains("route \"other\" claims host")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn absurd_numbers_are_refused_with_their_bound() {
+        let bad = GOOD
+            .replace(
+                "listen: 127.0.0.1:8080",
+                "listen: 127.0.0.1:8080\n  threads: 100000\n  drain: {grace_secs: 18446744073709551615, readiness_delay_ms: 18446744073709551615}",
+            )
+            .replace(
+                "replicas: {min: 0, max: 3}",
+                "replicas: {min: 0, max: 4000000000}\n    scaledown_period_secs: 1e300\n    \
+                 cold_start: {hold_timeout_ms: 18446744073709551615, retry_after_secs: 4000000000}",
+            );
+        let e = parse(&bad, "f.yaml").expect_err("invalid").join("\n");
+        for field in [
+            "proxy.threads: must be 1..=1024 (got 100000",
+            "proxy.drain.grace_secs: must be at most 86400",
+            "proxy.drain.readiness_delay_ms: must be at most 3600000",
+            "apps[0].replicas.max: must be at most 1024",
+            "apps[0].scaledown_period_secs: must be 0..=604800 seconds",
+            "apps[0].cold_start.hold_timeout_ms: must be 1..=604800000",
+            "apps[0].cold_start.retry_after_secs: must be at most 86400",
+        ] {
+            assert!(e.contains(field), "{field:?} missing in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn an_error_in_an_app_does_not_cascade_into_its_event_subscriptions() {
+        let with_events = format!(
+            "{GOOD}event_gateway:\n  data_dir: /tmp/x\n  subscriptions:\n    - name: s\n      \
+             path: /hook\n      schema: eventgrid\n      target: {{app: hello, path: /events}}\n"
+        );
+        parse(&with_events, "f.yaml").expect("valid as written");
+        let bad = with_events.replace("{min: 0, max: 3}", "{min: 4, max: 3}");
+        let e = parse(&bad, "f.yaml").expect_err("invalid");
+        assert_eq!(e.len(), 1, "only the app's own error: {e:?}");
+        assert!(e[0].contains("apps[0].replicas.min"), "{e:?}");
+        let missing = with_events.replace("app: hello, path", "app: nope, path");
+        let e = parse(&missing, "f.yaml").expect_err("invalid").join("\n");
+        assert!(
+            e.contains("event_gateway.subscriptions[0].target.app: no app named \"nope\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_type_error_names_its_field_path_once() {
+        let bad = GOOD.replace(
+            "max: 3}",
+            "max: 3}\n    cold_start: {hold_timeout_ms: soon}",
+        );
+        let e = parse(&bad, "f.yaml").expect_err("invalid");
+        assert_eq!(
+            e[0].matches("apps[0].cold_start.hold_timeout_ms").count(),
+            1,
             "{e:?}"
         );
     }

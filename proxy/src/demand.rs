@@ -1,14 +1,8 @@
 //! The demand feed a controller reads from every proxy replica: `GET /demand/stream` on the admin
-//! listener, one JSON object per line (NDJSON, readable with `curl -N`).
-//!
-//! - first line: `{"type":"hello","proxy":ID}`;
-//! - then, at once and every `interval_ms` (default 1000, 50..=60000): a `{"type":"tick"}` line
-//!   and one `demand` line per
-//!   target with `held`, `in_flight`, `requests_total` and `idle_ms` (time since the last request
-//!   started or ended; absent = never);
-//! - and the moment a request is held for a cold target, a `demand` line for it with
-//!   `"wake":true` and `wake_age_us` (how long ago the first held request signalled it): the
-//!   controller scales on that line, without waiting for a poll.
+//! listener, one JSON object per line (NDJSON, readable with `curl -N`). The lines are
+//! [`rouse_core::feed::FeedLine`]s (hello, then a tick and one demand line per target at once and
+//! every `interval_ms` (default 1000, 50..=60000), and a demand line with `"wake":true` the moment
+//! a request is held for a cold target: the controller scales on it without waiting for a poll).
 //!
 //! A controller sums the lines of all replicas; a broken stream means "reconnect", not "zero".
 
@@ -21,7 +15,7 @@ use futures::StreamExt;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 use rouse_core::Target;
-use serde_json::json;
+use rouse_core::feed::{DemandReport, FeedLine};
 use tokio::sync::broadcast;
 
 use crate::state::ProxyState;
@@ -60,7 +54,12 @@ impl DemandFeed {
         state: Arc<ProxyState>,
         interval: Duration,
     ) -> StreamBody<impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>> + use<>> {
-        let hello = line(&json!({"type": "hello", "proxy": self.id.as_ref()}));
+        let hello = Bytes::from(
+            FeedLine::Hello {
+                proxy: self.id.to_string(),
+            }
+            .to_ndjson(),
+        );
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let start = (self.wakes.subscribe(), ticks, state);
@@ -83,35 +82,18 @@ impl DemandFeed {
     }
 }
 
-fn line(value: &serde_json::Value) -> Bytes {
-    let mut out = serde_json::to_vec(value).unwrap_or_default();
-    out.push(b'\n');
-    Bytes::from(out)
-}
-
-fn demand_value(target: &Target, wake: Option<Instant>) -> serde_json::Value {
-    let d = target.demand.snapshot();
-    let idle_ms = d
-        .last_activity
-        .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
-    let mut v = json!({
-        "type": "demand",
-        "target": target.name,
-        // Queued events (event gateway) count as held: pending work that needs the target.
-        "held": d.held + d.queued,
-        "in_flight": d.in_flight,
-        "requests_total": d.requests_total,
-        "idle_ms": idle_ms,
-    });
-    if let Some(at) = wake {
-        v["wake"] = json!(true);
-        v["wake_age_us"] = json!(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX));
-    }
-    v
-}
-
 fn demand_line(target: &Target, wake: Option<Instant>) -> Bytes {
-    line(&demand_value(target, wake))
+    Bytes::from(demand(target, wake).to_ndjson())
+}
+
+fn demand(target: &Target, wake: Option<Instant>) -> FeedLine {
+    let snapshot = target.demand.snapshot();
+    FeedLine::Demand(DemandReport::new(
+        &target.name,
+        &snapshot,
+        Instant::now(),
+        wake,
+    ))
 }
 
 /// A `tick` line (so a replica without routes still shows it is alive: empty chunks are never
@@ -119,10 +101,10 @@ fn demand_line(target: &Target, wake: Option<Instant>) -> Bytes {
 fn snapshot(state: &ProxyState) -> Bytes {
     let snap = state.snapshot();
     let mut seen = std::collections::HashSet::new();
-    let mut out = line(&json!({"type": "tick"})).to_vec();
+    let mut out = FeedLine::Tick.to_ndjson();
     for rs in snap.routes.values() {
         if seen.insert(rs.target.name.as_str()) {
-            out.extend_from_slice(&demand_line(&rs.target, None));
+            out.extend_from_slice(&demand(&rs.target, None).to_ndjson());
         }
     }
     Bytes::from(out)
@@ -133,18 +115,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn demand_lines_are_one_json_object_each() {
+    fn a_held_request_makes_a_wake_line_counting_queued_events_as_held() {
         let t = Target::new("ns/web");
         t.demand.request_started();
         t.demand.held_inc();
+        t.demand.set_queued(2);
         let l = demand_line(&t, Some(Instant::now()));
         assert_eq!(l.last(), Some(&b'\n'));
-        let v: serde_json::Value = serde_json::from_slice(&l).expect("json");
-        assert_eq!(v["target"], "ns/web");
-        assert_eq!(v["held"], 1);
-        assert_eq!(v["requests_total"], 1);
-        assert_eq!(v["wake"], true);
-        assert!(v["wake_age_us"].as_u64().is_some());
-        assert!(v["idle_ms"].as_u64().is_some());
+        let FeedLine::Demand(d) = serde_json::from_slice(&l).expect("a feed line") else {
+            panic!("not a demand line");
+        };
+        assert_eq!(d.target, "ns/web");
+        assert_eq!(d.held, 3);
+        assert_eq!(d.requests_total, 1);
+        assert!(d.wake);
+        assert!(d.wake_age_us.is_some());
+        assert!(d.idle_ms.is_some());
     }
 }

@@ -14,6 +14,7 @@ pub mod drain;
 pub mod forward;
 pub mod hold;
 pub mod kubernetes;
+pub mod reason;
 pub mod server;
 pub mod state;
 pub mod telemetry;

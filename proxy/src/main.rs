@@ -119,6 +119,24 @@ fn run_kubernetes(args: &KubernetesArgs) -> ExitCode {
             readiness_delay_ms: args.readiness_delay_ms,
         },
     };
+    let errors = settings.validate();
+    if !errors.is_empty() {
+        // The same checks as the local file's `proxy:` section, named by flag here.
+        const FLAGS: [(&str, &str); 5] = [
+            ("proxy.threads", "--threads"),
+            ("proxy.max_held_requests", "--max-held-requests"),
+            ("proxy.drain.grace_secs", "--drain-grace-secs"),
+            ("proxy.drain.readiness_delay_ms", "--readiness-delay-ms"),
+            ("proxy.admin_listen", "--admin-listen"),
+        ];
+        for e in errors {
+            let e = FLAGS
+                .iter()
+                .fold(e, |e, (field, flag)| e.replacen(field, flag, 1));
+            eprintln!("error: {e}");
+        }
+        return ExitCode::from(EX_USAGE);
+    }
     let scope = rouse_proxy::kubernetes::Scope::parse(&args.namespaces);
     exit_code(rouse_proxy::server::run_kubernetes(
         settings, scope, &args.id,

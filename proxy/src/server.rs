@@ -12,9 +12,8 @@ use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{BackgroundService, background_service};
-use rouse_controller::autoscale;
-use rouse_controller::local::LocalPlatform;
-use rouse_controller::telemetry::ControllerMetrics;
+use rouse_local::{LocalMetrics, LocalPlatform};
+use rouse_scale::{ScaleMetrics, autoscale};
 
 use crate::config::{LocalConfig, ProxySettings};
 use crate::demand::DemandFeed;
@@ -36,7 +35,7 @@ enum Platform {
     Local {
         platform: Arc<LocalPlatform>,
         config: Box<LocalConfig>,
-        controller_metrics: ControllerMetrics,
+        scale_metrics: ScaleMetrics,
     },
     /// Routes and endpoints come from the API server; a separate controller reads the demand
     /// feed and scales.
@@ -98,7 +97,7 @@ impl BackgroundService for ControlPlane {
             Platform::Local {
                 platform,
                 config,
-                controller_metrics,
+                scale_metrics,
             } => {
                 for app in &config.apps {
                     tokio::spawn(autoscale::run(
@@ -106,7 +105,7 @@ impl BackgroundService for ControlPlane {
                         app.policy.clone(),
                         platform.clone(),
                         app.tick,
-                        controller_metrics.clone(),
+                        scale_metrics.clone(),
                         stop_rx.clone(),
                     ));
                 }
@@ -170,7 +169,7 @@ pub fn run_kubernetes(settings: ProxySettings, scope: Scope, id: &str) -> anyhow
 pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(registry.clone());
-    let controller_metrics = ControllerMetrics::new(&registry);
+    let scale_metrics = ScaleMetrics::new(&registry);
     let p = &config.proxy;
     let state = ProxyState::new(
         Caps {
@@ -187,7 +186,7 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
             .iter()
             .map(|a| (a.process.clone(), state.target(&a.route.target)))
             .collect(),
-        controller_metrics.clone(),
+        LocalMetrics::new(&registry),
     );
     let max_stop_grace = config
         .apps
@@ -204,7 +203,7 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
     let platform = Platform::Local {
         platform,
         config: Box::new(config),
-        controller_metrics,
+        scale_metrics,
     };
     serve(
         settings,
@@ -215,43 +214,23 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
     )
 }
 
-/// Opens the event gateway (replaying its queue) with a hook that counts each subscription's
-/// queued events in its app's demand and wakes the app when events wait for it.
+/// Opens the event gateway (replaying its queue). The gateway counts each subscription's queued
+/// events in its app's demand and wakes the app when events wait for it.
 fn open_gateway(
     gw_config: &rouse_eventgrid::GatewayConfig,
     config: &LocalConfig,
     state: &Arc<ProxyState>,
     registry: &prometheus::Registry,
 ) -> anyhow::Result<Arc<Gateway>> {
-    let targets: std::collections::HashMap<String, Arc<rouse_core::Target>> = config
+    let targets: rouse_eventgrid::DemandTargets = config
         .apps
         .iter()
         .map(|a| (a.route.name.clone(), state.target(&a.route.target)))
         .collect();
-    // Per subscription; an app's queued demand is the sum over the subscriptions feeding it.
-    let counts: std::sync::Mutex<std::collections::HashMap<String, (String, usize)>> =
-        Default::default();
-    let hook: rouse_eventgrid::gateway::PendingHook = Arc::new(move |sub, pending| {
-        let Some(app) = sub.target.app.as_ref() else {
-            return;
-        };
-        let Some(target) = targets.get(app) else {
-            return;
-        };
-        let total: usize = {
-            let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
-            c.insert(sub.name.clone(), (app.clone(), pending));
-            c.values().filter(|(a, _)| a == app).map(|(_, n)| n).sum()
-        };
-        target.demand.set_queued(total as u64);
-        if total > 0 && target.endpoints().is_empty() {
-            target.demand.wake();
-        }
-    });
     Gateway::open(
         gw_config,
         rouse_eventgrid::metrics::Metrics::new(registry),
-        Some(hook),
+        targets,
     )
 }
 

@@ -1,11 +1,10 @@
 //! Prometheus metrics of the proxy, registered once per process.
 //!
 //! Labels are bounded: `route` comes from configuration, `code` from the status, `reason` from
-//! [`crate::forward::respond::Reason`]. Hosts, paths and client data never become labels.
+//! [`crate::reason::Reason`]. Hosts, paths and client data never become labels.
 
-use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use rouse_core::metrics::{counter_vec, gauge, gauge_vec, histogram_vec};
 
 /// Latency buckets in seconds, from 100 µs (warm forward) to 60 s (slow cold start).
 const BUCKETS: &[f64] = &[
@@ -31,107 +30,81 @@ pub struct Metrics {
     pub draining: IntGauge,
 }
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    r.register(Box::new(c.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    c
-}
-
-fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    r.register(Box::new(g.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    g
-}
-
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
-        labels,
-    )
-    .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    r.register(Box::new(h.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    h
-}
-
 impl Metrics {
     /// Registers the proxy's metrics in `registry` (names are fixed, so this cannot fail at
     /// runtime unless called twice on one registry: a programming error).
     pub fn new(registry: Registry) -> Self {
         let r = &registry;
-        let draining = IntGauge::new(
+        let draining = gauge(
+            r,
             "rouse_proxy_draining",
             "1 while the proxy drains for shutdown.",
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        r.register(Box::new(draining.clone()))
-            .unwrap_or_else(|e| panic!("metric: {e}"));
+        );
         Metrics {
-            requests: counter(
+            requests: counter_vec(
                 r,
                 "rouse_proxy_requests_total",
                 "Requests answered, by route and status code.",
                 &["route", "code"],
             ),
-            in_flight: gauge(
+            in_flight: gauge_vec(
                 r,
                 "rouse_proxy_requests_in_flight",
                 "Requests forwarded and not finished (open WebSockets included).",
                 &["route"],
             ),
-            held: gauge(
+            held: gauge_vec(
                 r,
                 "rouse_proxy_held_requests",
                 "Requests waiting for a ready endpoint with capacity.",
                 &["route"],
             ),
-            held_bytes: gauge(
+            held_bytes: gauge_vec(
                 r,
                 "rouse_proxy_held_bytes",
                 "Bytes (head + declared body) of held requests.",
                 &["route"],
             ),
-            held_admitted: counter(
+            held_admitted: counter_vec(
                 r,
                 "rouse_proxy_held_admitted_total",
                 "Requests that entered the hold queue.",
                 &["route"],
             ),
-            held_released: counter(
+            held_released: counter_vec(
                 r,
                 "rouse_proxy_held_released_total",
                 "Requests that left the hold queue, forwarded or rejected.",
                 &["route"],
             ),
-            cold_starts: counter(
+            cold_starts: counter_vec(
                 r,
                 "rouse_proxy_cold_starts_total",
                 "Requests that were forwarded after waiting for an endpoint.",
                 &["route"],
             ),
-            cold_start_wait: histogram(
+            cold_start_wait: histogram_vec(
                 r,
                 "rouse_proxy_cold_start_wait_seconds",
                 "Time held requests waited before forwarding.",
                 &["route"],
+                BUCKETS,
             ),
-            upstream_duration: histogram(
+            upstream_duration: histogram_vec(
                 r,
                 "rouse_proxy_upstream_duration_seconds",
                 "Time from forwarding to the end of the response (queue wait excluded).",
                 &["route"],
+                BUCKETS,
             ),
-            ready_to_forward: histogram(
+            ready_to_forward: histogram_vec(
                 r,
                 "rouse_proxy_ready_to_forward_seconds",
                 "For held requests: time from the endpoint becoming ready to the request being released to it.",
                 &["route"],
+                BUCKETS,
             ),
-            rejections: counter(
+            rejections: counter_vec(
                 r,
                 "rouse_proxy_rejections_total",
                 "Requests answered by the proxy itself, by reason.",

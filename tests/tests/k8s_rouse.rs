@@ -545,10 +545,8 @@ async fn restarting_kube_apiserver_keeps_routing_and_the_watches_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keda_external_push_client_sees_is_active_flip_on_the_first_held_request() {
-    use rouse_controller::kubernetes::external_scaler::proto::external_scaler_client::ExternalScalerClient;
-    use rouse_controller::kubernetes::external_scaler::proto::{
-        GetMetricsRequest, ScaledObjectRef,
-    };
+    use rouse_controller::external_scaler::proto::external_scaler_client::ExternalScalerClient;
+    use rouse_controller::external_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
 
     // KEDA mode: KEDA owns the HPA and scales; Rouse holds, wakes KEDA through this API and
     // stays off /scale.

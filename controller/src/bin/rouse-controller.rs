@@ -1,5 +1,5 @@
 //! `rouse-controller`: scales the workloads behind `HTTPScaledObject`s on Kubernetes. Thin on
-//! purpose: flags in, [`rouse_controller::kubernetes::run`] out.
+//! purpose: flags in, [`rouse_controller::run`] out.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use rouse_controller::kubernetes::demand::Aggregate;
-use rouse_controller::kubernetes::lease::LeaseConfig;
-use rouse_controller::kubernetes::{self, Options, Proxies, Scope};
-use rouse_controller::telemetry::ControllerMetrics;
+use rouse_controller::demand::Aggregate;
+use rouse_controller::lease::LeaseConfig;
+use rouse_controller::proxies::Proxies;
+use rouse_controller::{self as controller, Options};
+use rouse_kube::Scope;
+use rouse_scale::ScaleMetrics;
 
 /// Rouse's controller for Kubernetes (leader-elected; run two).
 #[derive(Parser)]
@@ -126,13 +128,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let client = kube::Client::try_default().await?;
     let registry = prometheus::Registry::new();
-    let metrics = ControllerMetrics::new(&registry);
+    let metrics = ScaleMetrics::new(&registry);
     let aggregate = Arc::new(Aggregate::default());
 
     let admin = tokio::net::TcpListener::bind(cli.admin_listen)
         .await
         .map_err(|e| anyhow::anyhow!("admin listener {}: {e}", cli.admin_listen))?;
-    tokio::spawn(kubernetes::admin::serve(admin, registry, aggregate.clone()));
+    tokio::spawn(controller::admin::serve(admin, registry, aggregate.clone()));
     if !cli.external_scaler_listen.is_empty() {
         let addr: SocketAddr = cli.external_scaler_listen.parse().map_err(|e| {
             anyhow::anyhow!(
@@ -143,7 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("external scaler listener {addr}: {e}"))?;
-        tokio::spawn(kubernetes::external_scaler::serve(
+        tokio::spawn(controller::external_scaler::serve(
             listener,
             aggregate.clone(),
         ));
@@ -167,6 +169,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         stop_tx.send_replace(true);
     });
     tracing::info!(id = %cli.id, admin = %cli.admin_listen, "rouse-controller is up.");
-    kubernetes::run(client, opts, metrics, aggregate, stop_rx).await;
+    controller::run(client, opts, metrics, aggregate, stop_rx).await;
     Ok(())
 }

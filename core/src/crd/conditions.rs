@@ -1,22 +1,46 @@
 //! Condition types and reasons written to `status.conditions`, and Event reasons: one place, so
 //! the controller, the tests and `kubectl wait --for=condition=…` agree on the words.
+//!
+//! A Warning Event's reason is the reason of the condition that turned bad (see [`reason`]).
 
 /// Routes are served and scaling works.
 pub const READY: &str = "Ready";
 /// The target Service (and workload) exist.
 pub const TARGET_FOUND: &str = "TargetFound";
-/// Another object claims the same host and path; the older one wins.
+/// Another object claims the same host and path; the older one wins. A problem condition
+/// (like Kubernetes' `*Pressure`): `"True"` means there is a conflict.
 pub const ROUTE_CONFLICT: &str = "RouteConflict";
 /// Rouse is scaling the workload (false when, e.g., an HPA owns it).
 pub const SCALING_ACTIVE: &str = "ScalingActive";
 
-/// Reasons.
+/// The values of a condition's `status`.
+pub mod status {
+    pub const TRUE: &str = "True";
+    pub const FALSE: &str = "False";
+}
+
+/// Reasons, of conditions and of the Warning Events sent when a condition turns bad.
 pub mod reason {
+    /// Everything the condition checks is fine.
     pub const RECONCILED: &str = "Reconciled";
+    /// `spec.scaleTargetRef.service` names a Service that does not exist.
     pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
+    /// The workload's `/scale` read answered 404.
     pub const WORKLOAD_NOT_FOUND: &str = "WorkloadNotFound";
+    /// An older object keeps one of this object's host/path pairs.
     pub const HOST_PATH_TAKEN: &str = "HostPathTaken";
+    /// No other object claims this object's routes.
     pub const NO_CONFLICT: &str = "NoConflict";
+    /// A HorizontalPodAutoscaler scales the same workload, so Rouse leaves `/scale` alone.
     pub const HPA_OWNS_WORKLOAD: &str = "HPAOwnsWorkload";
+    /// A scaling loop runs (or would, once the other conditions hold).
     pub const SCALING: &str = "Scaling";
+    /// The spec cannot be turned into a route or a scaling policy; the message names the fields.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+}
+
+/// Event actions (what the controller was doing when it sent the Event).
+pub mod action {
+    /// Assessing an object and writing its status.
+    pub const RECONCILE: &str = "Reconcile";
 }

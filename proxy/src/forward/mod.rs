@@ -25,7 +25,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use rouse_core::{UpstreamProtocol, normalize_path};
 
-use crate::hold::{Lease, acquire};
+use crate::hold::{EndpointSlot, acquire};
 use crate::state::{ActiveRequest, ProxyState, RouteState};
 use respond::{Reason, write_error};
 
@@ -58,7 +58,7 @@ pub struct RequestCtx {
     upstream_path: Option<String>,
     /// Head size + declared body: what the hold budget counts.
     bytes: u64,
-    lease: Option<Lease>,
+    slot: Option<EndpointSlot>,
     waited: Option<Duration>,
     reason: Option<Reason>,
     refused: Vec<SocketAddr>,
@@ -126,7 +126,7 @@ impl ProxyHttp for Forwarder {
             host: String::new(),
             upstream_path: None,
             bytes: 0,
-            lease: None,
+            slot: None,
             waited: None,
             reason: None,
             refused: Vec::new(),
@@ -188,7 +188,7 @@ impl ProxyHttp for Forwarder {
             Error::explain(ErrorType::InternalError, "upstream_peer without a route")
         })?;
         // A retry gives back the slot of the endpoint that refused before taking another.
-        ctx.lease = None;
+        ctx.slot = None;
         let deadline = *ctx
             .deadline
             .get_or_insert_with(|| Instant::now() + route.route.limits.hold_timeout);
@@ -242,8 +242,8 @@ impl ProxyHttp for Forwarder {
                 .with_label_values(&[route.route.name.as_str()])
                 .observe(d.as_secs_f64());
         }
-        let addr = acquired.lease.endpoint.addr;
-        ctx.lease = Some(acquired.lease);
+        let addr = acquired.slot.endpoint.addr;
+        ctx.slot = Some(acquired.slot);
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         if route.route.upstream_protocol == UpstreamProtocol::H2c {
@@ -263,8 +263,8 @@ impl ProxyHttp for Forwarder {
         // The endpoint died between readiness and this connect (crash, scale-in). Nothing was
         // sent, so retrying on another endpoint, or holding until one is ready, is safe for any
         // method.
-        if let Some(lease) = ctx.lease.take() {
-            ctx.refused.push(lease.endpoint.addr);
+        if let Some(slot) = ctx.slot.take() {
+            ctx.refused.push(slot.endpoint.addr);
         }
         if ctx.refused.len() <= MAX_CONNECT_RETRIES {
             e.set_retry(true);
@@ -398,6 +398,6 @@ impl ProxyHttp for Forwarder {
                 .observe(at.elapsed().as_secs_f64());
         }
         // Return the endpoint slot now rather than whenever pingora drops the context.
-        ctx.lease = None;
+        ctx.slot = None;
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::forward::respond::Reason;
+use crate::reason::Reason;
 
 /// Limits for one scope (a route, or the whole proxy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,4 +7,4 @@ pub mod budget;
 pub mod queue;
 
 pub use budget::{Budget, Caps, Counter, HoldPermit};
-pub use queue::{Acquired, Lease, acquire};
+pub use queue::{Acquired, EndpointSlot, acquire};

@@ -16,22 +16,22 @@ use crate::balance;
 /// Pause before reconnecting to endpoints that all refused this request, per refusal so far
 /// (100, 200, 300 ms for the 1st..3rd retry).
 const CONNECT_RETRY_BACKOFF: Duration = Duration::from_millis(100);
-use crate::forward::respond::Reason;
+use crate::reason::Reason;
 use crate::state::{ProxyState, RouteState};
 
 /// A slot on an endpoint, held for the life of one request (or WebSocket). Dropping it returns
 /// the slot, wakes one request held for capacity and records the end of the request.
-pub struct Lease {
+pub struct EndpointSlot {
     pub endpoint: Arc<Endpoint>,
     target: Arc<Target>,
     in_flight: prometheus::IntGauge,
 }
 
-impl Lease {
+impl EndpointSlot {
     fn new(route: &RouteState, endpoint: Arc<Endpoint>) -> Self {
         route.target.demand.in_flight_inc();
         route.metrics.in_flight.inc();
-        Lease {
+        EndpointSlot {
             endpoint,
             target: route.target.clone(),
             in_flight: route.metrics.in_flight.clone(),
@@ -39,7 +39,7 @@ impl Lease {
     }
 }
 
-impl Drop for Lease {
+impl Drop for EndpointSlot {
     fn drop(&mut self) {
         self.target.release(&self.endpoint);
         self.target.demand.in_flight_dec();
@@ -51,7 +51,7 @@ impl Drop for Lease {
 /// The outcome of [`acquire`]: a slot, and how long the request waited for it (`None` when it
 /// did not wait).
 pub struct Acquired {
-    pub lease: Lease,
+    pub slot: EndpointSlot,
     pub waited: Option<Duration>,
     /// For a held request: time from the endpoint set it was released by being published to
     /// the release (Rouse's own share of a cold start).
@@ -110,7 +110,7 @@ pub async fn acquire(
         && let Some(ep) = balance::pick(&target.endpoints(), cap, exclude)
     {
         return Ok(Acquired {
-            lease: Lease::new(route, ep),
+            slot: EndpointSlot::new(route, ep),
             waited: None,
             since_ready: None,
         });
@@ -132,7 +132,7 @@ pub async fn acquire(
                 .flatten();
             return direct
                 .map(|ep| Acquired {
-                    lease: Lease::new(route, ep),
+                    slot: EndpointSlot::new(route, ep),
                     waited: None,
                     since_ready: None,
                 })
@@ -188,7 +188,7 @@ pub async fn acquire(
             }
             // Queued behind others but never actually waiting is not a cold start.
             return Ok(Acquired {
-                lease: Lease::new(route, ep),
+                slot: EndpointSlot::new(route, ep),
                 waited: waited.then(|| started.elapsed()),
                 since_ready: by_endpoints.then(|| set.published.elapsed()),
             });

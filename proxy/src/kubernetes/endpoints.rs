@@ -12,8 +12,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use rouse_controller::kubernetes::all_ready;
 use rouse_core::{Endpoint, Target};
+use rouse_kube::all_ready;
 
 /// Which Service port a route forwards to: KEDA's `port` (the Service port number) or
 /// `portName`.

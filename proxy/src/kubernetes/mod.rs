@@ -18,8 +18,8 @@ use rouse_core::Route;
 use rouse_core::crd::{HTTPScaledObject, claim_order, object_key, route_of};
 use tokio::task::JoinHandle;
 
-pub use rouse_controller::kubernetes::Scope;
-use rouse_controller::kubernetes::{all_ready, watch_all};
+pub use rouse_kube::Scope;
+use rouse_kube::{all_ready, watch_all};
 
 use crate::demand::DemandFeed;
 use crate::state::ProxyState;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rouse_core::crd::{HTTPScaledObjectSpec, parse_go_duration};
 
-use crate::scale::{Metric, Policy};
+use rouse_scale::{Metric, Policy};
 
 /// The policy an object asks for, or every problem with it.
 pub fn policy_of(spec: &HTTPScaledObjectSpec) -> Result<Policy, Vec<String>> {

@@ -17,8 +17,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::config::ProcessSpec;
-use super::supervisor::AppHandle;
+use crate::app::AppHandle;
+use crate::config::ProcessSpec;
+use crate::spawner;
 
 /// Waits between readiness probes, by time since spawn: every 1 ms for the first 2 s (where most
 /// cold starts end, so a ready replica is seen within about a millisecond), then every 5 ms, then
@@ -88,35 +89,20 @@ fn free_port() -> std::io::Result<SocketAddr> {
     l.local_addr()
 }
 
-fn spawn(spec: &ProcessSpec, id: &str, addr: SocketAddr) -> std::io::Result<Child> {
+async fn spawn(spec: &ProcessSpec, id: &str, addr: SocketAddr) -> std::io::Result<Child> {
     let mut cmd = Command::new(&spec.command);
     cmd.args(&spec.args)
         .envs(&spec.env)
         .env("PORT", addr.port().to_string())
         .env("HOST", addr.ip().to_string())
         .env("ROUSE_REPLICA", id)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     if let Some(dir) = &spec.workdir {
         cmd.current_dir(dir);
     }
-    set_parent_death_signal(&mut cmd);
-    cmd.spawn()
-}
-
-/// Makes the kernel SIGTERM the replica if Rouse dies without stopping it (e.g. SIGKILL), so no
-/// orphan keeps a port or a GPU.
-#[allow(unsafe_code)]
-fn set_parent_death_signal(cmd: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
-    // async-signal-safe; it allocates nothing and touches no lock.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
-        });
-    }
+    spawner::spawn(cmd).await
 }
 
 /// Copies a replica's output to Rouse's stdout, one prefixed line at a time. It never stops
@@ -216,7 +202,7 @@ async fn run_once(
             return failed();
         }
     };
-    let mut child = match spawn(spec, id, addr) {
+    let mut child = match spawn(spec, id, addr).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(replica = %id, command = %spec.command.display(), error = %e, "Replica failed to start.");

@@ -386,3 +386,6 @@ impl Autoscaler {
 fn replicas_for(load: f64, per_replica: f64) -> u32 {
     (load / per_replica).ceil() as u32
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,8 +13,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tonic::{Request, Response, Status};
 
-use super::demand::Aggregate;
-use crate::scale::Metric;
+use crate::demand::Aggregate;
+use rouse_scale::Metric;
 
 /// The messages of KEDA's `externalscaler.proto`, field numbers as there.
 pub mod proto {

@@ -13,7 +13,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::events::{Event, EventType, Recorder};
 use serde_json::json;
 
-use crate::platform::{ScaleError, Scaler};
+use rouse_scale::{ScaleError, Scaler};
 
 /// The workload behind one target.
 #[derive(Debug, Clone, PartialEq)]

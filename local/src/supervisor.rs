@@ -1,58 +1,19 @@
 //! Desired replicas → running processes. One reconcile loop per app starts and stops replica
-//! slots ([`super::replica::run`]) and owns the app's ready list, which it publishes into the
-//! proxy's [`Target`] on every change.
+//! slots ([`crate::replica::run`]); the app's ready list lives in its [`AppHandle`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rouse_core::{Endpoint, Target};
+use rouse_core::Target;
+use rouse_scale::{ScaleError, Scaler};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::config::ProcessSpec;
-use super::replica;
-use crate::platform::{ScaleError, Scaler};
-use crate::telemetry::ControllerMetrics;
-
-/// What a replica task needs from its app.
-pub struct AppHandle {
-    pub spec: ProcessSpec,
-    pub target: Arc<Target>,
-    pub metrics: ControllerMetrics,
-    desired: watch::Sender<u32>,
-    ready: Mutex<Vec<Arc<Endpoint>>>,
-}
-
-impl AppHandle {
-    pub(super) fn add_endpoint(&self, e: Arc<Endpoint>) {
-        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        ready.push(e);
-        self.publish(&ready);
-    }
-
-    pub(super) fn remove_endpoint(&self, e: &Arc<Endpoint>) {
-        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        ready.retain(|x| !Arc::ptr_eq(x, e));
-        self.publish(&ready);
-    }
-
-    fn publish(&self, ready: &[Arc<Endpoint>]) {
-        self.metrics
-            .ready_replicas
-            .with_label_values(&[&self.spec.name])
-            .set(ready.len() as i64);
-        self.target.set_endpoints(ready.to_vec());
-    }
-
-    fn in_flight_of(&self, id: &str) -> u32 {
-        let ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        ready
-            .iter()
-            .find(|e| e.id == id)
-            .map_or(0, |e| e.in_flight())
-    }
-}
+use crate::app::AppHandle;
+use crate::config::ProcessSpec;
+use crate::replica;
+use crate::telemetry::LocalMetrics;
 
 struct Slot {
     id: String,
@@ -67,17 +28,11 @@ pub struct LocalPlatform {
 
 impl LocalPlatform {
     /// `apps` pairs each process spec with the proxy target it serves.
-    pub fn new(apps: Vec<(ProcessSpec, Arc<Target>)>, metrics: ControllerMetrics) -> Arc<Self> {
+    pub fn new(apps: Vec<(ProcessSpec, Arc<Target>)>, metrics: LocalMetrics) -> Arc<Self> {
         let apps = apps
             .into_iter()
             .map(|(spec, target)| {
-                let handle = AppHandle {
-                    spec,
-                    target,
-                    metrics: metrics.clone(),
-                    desired: watch::Sender::new(0),
-                    ready: Mutex::new(Vec::new()),
-                };
+                let handle = AppHandle::new(spec, target, metrics.clone());
                 (handle.spec.name.clone(), Arc::new(handle))
             })
             .collect();

@@ -1,6 +1,7 @@
 //! Demand from every proxy replica, summed per target: the controller's scaling input on
 //! Kubernetes. Each replica streams NDJSON lines from its admin port (`/demand/stream`, written
-//! by the proxy's `demand` module); this module reads the streams and owns the sums.
+//! by the proxy's `demand` module, typed by [`rouse_core::feed`]); this module reads the streams
+//! and owns the sums.
 //!
 //! Rules: a replica that *vanishes* (gone from the proxy Service's EndpointSlices) stops
 //! counting at once; one that is merely *unreachable* keeps its last report (a network blip must
@@ -13,36 +14,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use http_body_util::{BodyExt, Empty};
-use serde::Deserialize;
+use rouse_core::feed::{DemandReport, FeedLine};
 use tokio::sync::Notify;
 
-use crate::autoscale::DemandSource;
-use crate::scale::{Metric, Observation};
-
-/// One `demand` line of the feed.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Line {
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub target: String,
-    #[serde(default)]
-    pub held: u64,
-    #[serde(default)]
-    pub in_flight: u64,
-    #[serde(default)]
-    pub requests_total: u64,
-    #[serde(default)]
-    pub idle_ms: Option<u64>,
-    #[serde(default)]
-    pub wake: bool,
-    /// Microseconds between the proxy holding the request and writing this line: the wake
-    /// instant is taken on the controller's clock as `received - age` (no cross-node clocks).
-    #[serde(default)]
-    pub wake_age_us: Option<u64>,
-    #[serde(default)]
-    pub proxy: Option<String>,
-}
+use rouse_scale::DemandSource;
+use rouse_scale::{Metric, Observation};
 
 #[derive(Debug, Clone, Copy)]
 struct Report {
@@ -137,48 +113,54 @@ impl Aggregate {
     }
 
     /// Records one line from `proxy`, received at `now`.
-    pub fn record(&self, proxy: SocketAddr, line: &Line, now: Instant) {
+    pub fn record(&self, proxy: SocketAddr, line: &FeedLine, now: Instant) {
         let mut inner = self.lock();
         let Some(view) = inner.proxies.get_mut(&proxy) else {
             return; // vanished while its stream was still open
         };
         view.connected = true;
-        match line.kind.as_str() {
-            "hello" => view.name = line.proxy.clone(),
-            "demand" if !line.target.is_empty() => {
+        match line {
+            FeedLine::Hello { proxy } => view.name = Some(proxy.clone()),
+            FeedLine::Demand(d) if !d.target.is_empty() => {
                 let report = Report {
-                    held: line.held,
-                    in_flight: line.in_flight,
-                    requests_total: line.requests_total,
-                    last_activity: line
+                    held: d.held,
+                    in_flight: d.in_flight,
+                    requests_total: d.requests_total,
+                    last_activity: d
                         .idle_ms
                         .and_then(|ms| now.checked_sub(Duration::from_millis(ms))),
                 };
                 // A replica's counter only grows; a smaller one means it restarted (count from 0).
-                let delta = match view.reports.get(&line.target) {
+                let delta = match view.reports.get(&d.target) {
                     Some(prev) if report.requests_total >= prev.requests_total => {
                         report.requests_total - prev.requests_total
                     }
                     _ => report.requests_total,
                 };
-                view.reports.insert(line.target.clone(), report);
-                *inner.counted.entry(line.target.clone()).or_default() += delta;
-                if line.wake {
-                    let wake = Self::wake_of(&mut inner, &line.target);
+                view.reports.insert(d.target.clone(), report);
+                *inner.counted.entry(d.target.clone()).or_default() += delta;
+                if d.wake {
+                    let wake = Self::wake_of(&mut inner, &d.target);
                     drop(inner);
-                    let _ = self.wake_feed.send(line.target.clone());
-                    let held_at = line
-                        .wake_age_us
-                        .and_then(|us| now.checked_sub(Duration::from_micros(us)))
-                        .unwrap_or(now);
-                    let mut at = wake.at.lock().unwrap_or_else(|p| p.into_inner());
-                    at.get_or_insert(held_at);
-                    drop(at);
-                    wake.notify.notify_one();
+                    self.woken(&wake, d, now);
                 }
             }
-            _ => {}
+            FeedLine::Demand(_) | FeedLine::Tick | FeedLine::Unknown => {}
         }
+    }
+
+    /// Signals `d`'s wake to its autoscaler and to KEDA's StreamIsActive listeners, with the
+    /// instant the request was held (on this clock: `now` minus the line's age).
+    fn woken(&self, wake: &Wake, d: &DemandReport, now: Instant) {
+        let _ = self.wake_feed.send(d.target.clone());
+        let held_at = d
+            .wake_age_us
+            .and_then(|us| now.checked_sub(Duration::from_micros(us)))
+            .unwrap_or(now);
+        let mut at = wake.at.lock().unwrap_or_else(|p| p.into_inner());
+        at.get_or_insert(held_at);
+        drop(at);
+        wake.notify.notify_one();
     }
 
     /// The stream of `proxy` broke: its last reports keep counting until it vanishes.
@@ -217,7 +199,7 @@ impl Aggregate {
         out
     }
 
-    /// A [`DemandSource`] for one target, for [`crate::autoscale::run`].
+    /// A [`DemandSource`] for one target, for [`rouse_scale::autoscale::run`].
     pub fn source(self: &Arc<Self>, target: &str) -> Arc<TargetDemand> {
         let wake = Self::wake_of(&mut self.lock(), target);
         Arc::new(TargetDemand {
@@ -309,7 +291,7 @@ async fn read_stream(
         let now = Instant::now();
         while let Some(end) = buf.iter().position(|b| *b == b'\n') {
             let raw = buf.split_to(end + 1);
-            match serde_json::from_slice::<Line>(&raw[..end]) {
+            match serde_json::from_slice::<FeedLine>(&raw[..end]) {
                 Ok(line) => aggregate.record(proxy, &line, now),
                 Err(e) => tracing::warn!(%proxy, error = %e, "Bad demand line skipped."),
             }
@@ -324,9 +306,8 @@ async fn read_stream(
 mod tests {
     use super::*;
 
-    fn line(target: &str, held: u64, in_flight: u64, total: u64, wake: bool) -> Line {
-        Line {
-            kind: "demand".into(),
+    fn line(target: &str, held: u64, in_flight: u64, total: u64, wake: bool) -> FeedLine {
+        FeedLine::Demand(DemandReport {
             target: target.into(),
             held,
             in_flight,
@@ -334,8 +315,7 @@ mod tests {
             idle_ms: Some(0),
             wake,
             wake_age_us: None,
-            proxy: None,
-        }
+        })
     }
 
     fn addr(port: u16) -> SocketAddr {
@@ -380,7 +360,9 @@ mod tests {
         let source = a.source("t");
         let at = Instant::now();
         let mut wake = line("t", 1, 0, 1, true);
-        wake.wake_age_us = Some(1500);
+        if let FeedLine::Demand(d) = &mut wake {
+            d.wake_age_us = Some(1500);
+        }
         a.record(addr(1), &wake, at);
         let woken = tokio::time::timeout(Duration::from_secs(1), source.woken())
             .await

@@ -1,51 +1,17 @@
 //! The autoscaling loop of one target: demand in, decisions out.
 //!
 //! It decides at once when the proxy signals a wake (a request is held), and otherwise every
-//! `tick` so the windows see regular samples. The policy itself is [`crate::scale`]; this loop
+//! `tick` so the windows see regular samples. The policy itself is [`crate::decide`]; this loop
 //! only gathers inputs and applies outputs.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rouse_core::Target;
 use tokio::sync::watch;
 
-use crate::platform::Scaler;
-use crate::scale::{Autoscaler, Observation, Policy, Reason};
-use crate::telemetry::ControllerMetrics;
-
-/// Where a target's demand comes from: the proxy's own [`Target`] in local mode, the sum over
-/// every proxy replica's feed on Kubernetes.
-pub trait DemandSource: Send + Sync + 'static {
-    /// The target's name (metric label, log field, platform key).
-    fn name(&self) -> &str;
-    /// Resolves when a request was held since the last call, with the instant of the first one.
-    fn woken(&self) -> impl Future<Output = Instant> + Send;
-    /// The demand now.
-    fn observe(&self) -> Observation;
-}
-
-impl DemandSource for Target {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn woken(&self) -> impl Future<Output = Instant> + Send {
-        self.demand.woken()
-    }
-
-    fn observe(&self) -> Observation {
-        let d = self.demand.snapshot();
-        Observation {
-            // Queued events are pending work exactly like held requests.
-            held: d.held + d.queued,
-            in_flight: d.in_flight,
-            requests_total: d.requests_total,
-            last_activity: d.last_activity,
-        }
-    }
-}
+use crate::decide::{Autoscaler, Policy, Reason};
+use crate::seams::{DemandSource, Scaler};
+use crate::telemetry::ScaleMetrics;
 
 /// Runs until `shutdown` turns true. Decides once at start (a request may already be held when
 /// this loop takes over, e.g. on a new leader), then on every wake and every `tick`.
@@ -54,7 +20,7 @@ pub async fn run<D: DemandSource, S: Scaler>(
     policy: Policy,
     scaler: Arc<S>,
     tick: Duration,
-    metrics: ControllerMetrics,
+    metrics: ScaleMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = source.name().to_string();

@@ -8,22 +8,24 @@ use std::time::Duration;
 use rouse_core::{HeaderMatch, HostPattern, PathPrefix, Route, RouteLimits, UpstreamProtocol};
 use serde::Deserialize;
 
-use crate::scale::{Metric, Policy};
+use rouse_scale::{Metric, Policy};
 
 fn default_readiness_path() -> String {
     "/".to_string()
 }
-fn default_max() -> u32 {
-    1
-}
 
-/// `replicas: {min, max}`.
+/// Longest duration any field of an app may hold (a week): far beyond any useful idle period,
+/// window or grace, and small enough that every instant computed from it is representable.
+pub const MAX_DURATION_SECS: f64 = 7.0 * 24.0 * 3600.0;
+/// Most replicas of one local app: each is a process on its own loopback port.
+pub const MAX_LOCAL_REPLICAS: u32 = 1024;
+
+/// `replicas: {min, max}`. Default `{min: 0, max: 1}`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ReplicasConfig {
-    #[serde(default)]
     pub min: u32,
-    #[serde(default = "default_max")]
+    /// At most [`MAX_LOCAL_REPLICAS`].
     pub max: u32,
 }
 
@@ -46,101 +48,59 @@ pub enum MetricName {
 
 /// `scaling:` — the autoscaler's knobs (Knative KPA names, in seconds).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ScalingConfig {
-    #[serde(default)]
+    /// Default `concurrency`.
     pub metric: MetricName,
     /// Per replica: concurrent requests, or requests per second. Default 100.
-    #[serde(default = "ScalingConfig::default_target")]
     pub target: f64,
-    #[serde(default = "ScalingConfig::default_stable")]
+    /// Default 60 s.
     pub stable_window_secs: f64,
-    #[serde(default = "ScalingConfig::default_panic")]
+    /// Default 6 s.
     pub panic_window_secs: f64,
-    #[serde(default = "ScalingConfig::default_threshold")]
+    /// Default 2.0 (200 %).
     pub panic_threshold: f64,
-    #[serde(default = "ScalingConfig::default_rate")]
+    /// Default 2.0.
     pub max_scale_down_rate: f64,
     /// How often the autoscaler samples demand when nothing wakes it. Default 1 s.
-    #[serde(default = "ScalingConfig::default_tick")]
     pub tick_secs: f64,
-}
-
-impl ScalingConfig {
-    fn default_target() -> f64 {
-        100.0
-    }
-    fn default_stable() -> f64 {
-        60.0
-    }
-    fn default_panic() -> f64 {
-        6.0
-    }
-    fn default_threshold() -> f64 {
-        2.0
-    }
-    fn default_rate() -> f64 {
-        2.0
-    }
-    fn default_tick() -> f64 {
-        1.0
-    }
 }
 
 impl Default for ScalingConfig {
     fn default() -> Self {
         ScalingConfig {
             metric: MetricName::default(),
-            target: Self::default_target(),
-            stable_window_secs: Self::default_stable(),
-            panic_window_secs: Self::default_panic(),
-            panic_threshold: Self::default_threshold(),
-            max_scale_down_rate: Self::default_rate(),
-            tick_secs: Self::default_tick(),
+            target: 100.0,
+            stable_window_secs: 60.0,
+            panic_window_secs: 6.0,
+            panic_threshold: 2.0,
+            max_scale_down_rate: 2.0,
+            tick_secs: 1.0,
         }
     }
 }
 
 /// `cold_start:` — what happens to requests while the app has no ready replica with room.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ColdStartConfig {
-    /// How long a request may be held. Default 20 000 ms.
-    #[serde(default = "ColdStartConfig::default_timeout")]
+    /// How long a request may be held, 1 ms up to [`MAX_DURATION_SECS`]. Default 20 000 ms.
     pub hold_timeout_ms: u64,
-    /// Held requests at once for this app. Default 1 000.
-    #[serde(default = "ColdStartConfig::default_requests")]
+    /// Held requests at once for this app, at least 1. Default 1 000.
     pub max_held_requests: usize,
     /// Held bytes (head + declared body) at once for this app. Default 64 MiB.
-    #[serde(default = "ColdStartConfig::default_bytes")]
     pub max_held_bytes: u64,
-    /// `Retry-After` on overflow. Default 1 s.
-    #[serde(default = "ColdStartConfig::default_retry")]
+    /// `Retry-After` on overflow, at most a day. Default 1 s.
     pub retry_after_secs: u32,
-}
-
-impl ColdStartConfig {
-    fn default_timeout() -> u64 {
-        20_000
-    }
-    fn default_requests() -> usize {
-        1_000
-    }
-    fn default_bytes() -> u64 {
-        64 * 1024 * 1024
-    }
-    fn default_retry() -> u32 {
-        1
-    }
 }
 
 impl Default for ColdStartConfig {
     fn default() -> Self {
         ColdStartConfig {
-            hold_timeout_ms: Self::default_timeout(),
-            max_held_requests: Self::default_requests(),
-            max_held_bytes: Self::default_bytes(),
-            retry_after_secs: Self::default_retry(),
+            hold_timeout_ms: 20_000,
+            max_held_requests: 1_000,
+            max_held_bytes: 64 * 1024 * 1024,
+            retry_after_secs: 1,
         }
     }
 }
@@ -213,13 +173,17 @@ pub struct ProcessSpec {
     pub stop_grace: Duration,
 }
 
+/// `v` seconds as a duration, or an error naming `field` unless `0 ≤ v ≤` [`MAX_DURATION_SECS`].
 fn secs(field: &str, v: f64, errors: &mut Vec<String>) -> Duration {
-    Duration::try_from_secs_f64(v).unwrap_or_else(|_| {
-        errors.push(format!(
-            "{field}: must be a non-negative number of seconds (got {v})"
-        ));
-        Duration::ZERO
-    })
+    match Duration::try_from_secs_f64(v) {
+        Ok(d) if v <= MAX_DURATION_SECS => d,
+        _ => {
+            errors.push(format!(
+                "{field}: must be 0..={MAX_DURATION_SECS} seconds (got {v})"
+            ));
+            Duration::ZERO
+        }
+    }
 }
 
 impl AppConfig {
@@ -267,8 +231,24 @@ impl AppConfig {
         if self.cold_start.max_held_requests == 0 {
             errors.push("cold_start.max_held_requests: must be at least 1".to_string());
         }
-        if self.cold_start.hold_timeout_ms == 0 {
-            errors.push("cold_start.hold_timeout_ms: must be at least 1".to_string());
+        let hold_ms = self.cold_start.hold_timeout_ms;
+        if hold_ms == 0 || hold_ms as f64 > MAX_DURATION_SECS * 1000.0 {
+            errors.push(format!(
+                "cold_start.hold_timeout_ms: must be 1..={} (got {hold_ms})",
+                MAX_DURATION_SECS as u64 * 1000
+            ));
+        }
+        if self.cold_start.retry_after_secs > 86_400 {
+            errors.push(format!(
+                "cold_start.retry_after_secs: must be at most 86400 (got {})",
+                self.cold_start.retry_after_secs
+            ));
+        }
+        if self.replicas.max > MAX_LOCAL_REPLICAS {
+            errors.push(format!(
+                "replicas.max: must be at most {MAX_LOCAL_REPLICAS} local processes (got {})",
+                self.replicas.max
+            ));
         }
         if self.endpoint_concurrency == Some(0) {
             errors

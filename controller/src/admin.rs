@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
 
-use super::demand::Aggregate;
+use crate::demand::Aggregate;
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
     Response::builder()
@@ -49,12 +49,9 @@ fn handle(
             })).collect::<Vec<_>>()
         })),
         "/demand" => {
-            let target = query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("target="))
-                .unwrap_or("")
-                .replace("%2F", "/")
-                .replace("%2f", "/");
+            let target = form_urlencoded::parse(query.as_bytes())
+                .find_map(|(k, v)| (k == "target").then(|| v.into_owned()))
+                .unwrap_or_default();
             let o = aggregate.observe(&target);
             json_body(json!({
                 "target": target,

@@ -1,0 +1,185 @@
+//! Where a Kubernetes scale decision is carried out: watches `HTTPScaledObject`s, target
+//! Services and HPAs; while leader, runs one autoscaling loop per healthy object (the policy is
+//! [`rouse_scale`], fed by the proxies' summed demand) and writes each object's status and
+//! Events. A standby watches and aggregates too, so it takes over without a cold cache.
+//!
+//! One pass runs on every watch event and every [`RESYNC`]: `assess` each object from the
+//! watched state (pure), keep the scaling `loops` in step with it (leader only), then write its
+//! `status` (leader only; what to write is decided, purely, in `conditions`).
+
+mod assess;
+mod conditions;
+mod loops;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+use rouse_core::crd::{HTTPScaledObject, HTTPScaledObjectStatus};
+use rouse_kube::{Scope, WatchEvents, all_ready, watch_all};
+use rouse_scale::ScaleMetrics;
+use tokio::sync::watch;
+
+use crate::demand::Aggregate;
+use crate::error::{Error, Result};
+use crate::scaler::KubeScaler;
+use assess::{Assessment, World, assess};
+use loops::Loops;
+
+/// How often everything is re-assessed even without a watch event (status of replicas).
+const RESYNC: Duration = Duration::from_secs(1);
+
+/// Everything the reconciler needs (kube-rs's `Context`).
+pub struct Reconciler {
+    pub client: Client,
+    pub scope: Scope,
+    pub scaler: Arc<KubeScaler>,
+    pub aggregate: Arc<Aggregate>,
+    pub metrics: ScaleMetrics,
+    pub recorder: Recorder,
+    /// Autoscaling tick (decisions happen at once on wakes regardless).
+    pub tick: Duration,
+}
+
+/// What the reconciler keeps from one pass to the next.
+#[derive(Default)]
+struct State {
+    /// The scaling loops running on this replica, by object key.
+    running: Loops,
+    /// The status last written (or found unchanged) per object key.
+    reported: HashMap<String, HTTPScaledObjectStatus>,
+}
+
+impl Reconciler {
+    /// Runs until `stop`; acts (scales, writes status) only while `leader` is true.
+    pub async fn run(self, mut leader: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
+        let mut watches = Watches::start(&self.scope, &self.client);
+        let mut state = State::default();
+        let mut resync = tokio::time::interval(RESYNC);
+        loop {
+            tokio::select! {
+                e = watches.events.next() => match e {
+                    Some(Err(e)) => {
+                        let kind = e.metric_label();
+                        tracing::warn!(error = %e, kind, "Watch failed; retrying with backoff.");
+                        continue;
+                    }
+                    Some(Ok(())) => {}
+                    None => return,
+                },
+                _ = resync.tick() => {}
+                _ = leader.changed() => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                loops::stop_all(&mut state.running);
+                return;
+            }
+            if let Some(world) = watches.snapshot() {
+                self.pass(&world, &leader, &mut state).await;
+            }
+        }
+    }
+
+    /// One pass over the watched state: assess → KEDA targets → loops → status.
+    async fn pass(&self, world: &World, leader: &watch::Receiver<bool>, state: &mut State) {
+        let assessments = assess(world);
+        self.publish_targets(&assessments);
+        let is_leader = *leader.borrow();
+        self.stop_stale_loops(&mut state.running, &assessments, is_leader);
+        if is_leader {
+            self.start_loops(&mut state.running, &assessments, leader);
+            self.report_all(&world.objects, &assessments, &mut state.reported)
+                .await;
+        } else {
+            // Another replica writes status meanwhile: compare against the objects again when
+            // leading next time.
+            state.reported.clear();
+        }
+        state
+            .reported
+            .retain(|key, _| assessments.contains_key(key));
+    }
+
+    /// Every replica, leader or not, answers KEDA's external scaler: it needs each valid
+    /// object's target.
+    fn publish_targets(&self, assessments: &HashMap<String, Assessment>) {
+        for (key, a) in assessments {
+            if let Some(p) = &a.policy {
+                self.aggregate.set_target(key, p.metric);
+            }
+        }
+        self.aggregate
+            .retain_targets(|key| assessments.contains_key(key));
+    }
+}
+
+/// The reflectors a reconciler reads, and their events merged into one stream.
+struct Watches {
+    objects: Vec<Store<HTTPScaledObject>>,
+    services: Vec<Store<Service>>,
+    hpas: Vec<Store<HorizontalPodAutoscaler>>,
+    /// One item per watch event (the content is read from the stores).
+    events: BoxStream<'static, Result<()>>,
+}
+
+impl Watches {
+    fn start(scope: &Scope, client: &Client) -> Self {
+        let (objects, object_events) = watch_all::<HTTPScaledObject>(scope, client);
+        let (services, service_events) = watch_all::<Service>(scope, client);
+        let (hpas, hpa_events) = watch_all::<HorizontalPodAutoscaler>(scope, client);
+        let events = futures::stream::select_all([
+            ticks("HTTPScaledObject", object_events),
+            ticks("Service", service_events),
+            ticks("HorizontalPodAutoscaler", hpa_events),
+        ])
+        .boxed();
+        Watches {
+            objects,
+            services,
+            hpas,
+            events,
+        }
+    }
+
+    /// The watched state, once every store has seen its first list (before that, "absent"
+    /// could mean "not listed yet").
+    fn snapshot(&self) -> Option<World> {
+        if !(all_ready(&self.objects) && all_ready(&self.services) && all_ready(&self.hpas)) {
+            return None;
+        }
+        Some(World {
+            objects: self.objects.iter().flat_map(Store::state).collect(),
+            services: self
+                .services
+                .iter()
+                .flat_map(Store::state)
+                .map(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()))
+                .collect(),
+            hpas: self.hpas.iter().flat_map(Store::state).collect(),
+        })
+    }
+}
+
+/// `events` reduced to "something changed", its errors naming the watched `kind`.
+fn ticks<K: Send + 'static>(
+    kind: &'static str,
+    events: WatchEvents<K>,
+) -> BoxStream<'static, Result<()>> {
+    events
+        .map(move |e| {
+            e.map(|_| ())
+                .map_err(|source| Error::Watch { kind, source })
+        })
+        .boxed()
+}
