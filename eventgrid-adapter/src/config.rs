@@ -10,13 +10,17 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
-    /// Directory of the durable queue (created if missing). Default `./run/events`.
+    /// Directory of the embedded queue's log and of the default dead-letter files (created if
+    /// missing). Default `./run/events`.
     #[serde(default = "GatewayConfig::default_data_dir")]
     pub data_dir: PathBuf,
     /// Largest request body accepted; above it: 413 before the body is read. Default 2 MiB
     /// (Event Grid sends at most 1 MB per request and per event).
     #[serde(default = "GatewayConfig::default_max_body")]
     pub max_body_bytes: u64,
+    /// Where accepted events are kept until delivered. Default `{backend: embedded}`.
+    #[serde(default)]
+    pub queue: QueueConfig,
     pub subscriptions: Vec<SubscriptionConfig>,
 }
 
@@ -26,6 +30,113 @@ impl GatewayConfig {
     }
     fn default_max_body() -> u64 {
         2 * 1024 * 1024
+    }
+}
+
+/// `event_gateway.queue`: the durable queue behind the acknowledgement.
+///
+/// ```yaml
+/// queue: {backend: embedded}                  # the default
+/// queue:
+///   backend: jetstream
+///   url: nats://127.0.0.1:4222
+///   stream: ROUSE_EVENTS                      # default
+///   replicas: 3                               # R3 in production; default 1
+///   credentials_file: /etc/rouse/nats.creds   # optional
+///   publish_timeout_ms: 5000                  # default
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum QueueConfig {
+    /// The fsync'd log in `data_dir`, one process (see [`crate::queue::embedded`]).
+    #[default]
+    Embedded,
+    /// A NATS JetStream stream shared by every proxy replica configured with the same `url` and
+    /// `stream` (see [`crate::queue::jetstream`]).
+    Jetstream(JetstreamConfig),
+}
+
+/// `queue: {backend: jetstream, ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JetstreamConfig {
+    /// The NATS server(s): `nats://host:port`, or several separated by commas (a cluster's
+    /// seeds). `tls://` for TLS.
+    pub url: String,
+    /// The stream's name (letters, digits, `-`, `_`); created if missing, its settings updated
+    /// if not. Every replica of one gateway must use the same stream; gateways that share a
+    /// stream must not share subscription names. Default `ROUSE_EVENTS`.
+    #[serde(default = "JetstreamConfig::default_stream")]
+    pub stream: String,
+    /// Copies of each event in the NATS cluster: 1 (a single server, tests) or 3 (production:
+    /// survives the loss of one server). Default 1.
+    #[serde(default = "JetstreamConfig::default_replicas")]
+    pub replicas: usize,
+    /// A NATS `.creds` file (user JWT and NKey seed); absent: no authentication.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// How long a webhook request waits for JetStream to acknowledge its events (and for a
+    /// connection) before it is answered 503 + Retry-After. 1..=60 000 ms; default 5000.
+    #[serde(default = "JetstreamConfig::default_publish_timeout")]
+    pub publish_timeout_ms: u64,
+}
+
+impl JetstreamConfig {
+    fn default_stream() -> String {
+        "ROUSE_EVENTS".into()
+    }
+    fn default_replicas() -> usize {
+        1
+    }
+    fn default_publish_timeout() -> u64 {
+        5000
+    }
+
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    /// Every problem, each naming its field.
+    fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let url_ok = !self.url.is_empty()
+            && self.url.split(',').all(|u| {
+                let u = u.trim();
+                ["nats://", "tls://"]
+                    .iter()
+                    .any(|s| u.starts_with(s) && u.len() > s.len())
+            });
+        if !url_ok {
+            errors.push(format!(
+                "event_gateway.queue.url {:?} must be nats://host:port or tls://host:port \
+                 (several: comma-separated)",
+                self.url
+            ));
+        }
+        let s = &self.stream;
+        if s.is_empty()
+            || s.len() > 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            errors.push(format!(
+                "event_gateway.queue.stream {s:?} must be 1..=64 letters, digits, '-' or '_'"
+            ));
+        }
+        if !matches!(self.replicas, 1 | 3) {
+            errors.push(format!(
+                "event_gateway.queue.replicas must be 1 or 3 (got {})",
+                self.replicas
+            ));
+        }
+        if !(1..=60_000).contains(&self.publish_timeout_ms) {
+            errors.push(format!(
+                "event_gateway.queue.publish_timeout_ms must be 1..=60000 (got {})",
+                self.publish_timeout_ms
+            ));
+        }
+        errors
     }
 }
 
@@ -392,6 +503,9 @@ impl GatewayConfig {
                     .into(),
             );
         }
+        if let QueueConfig::Jetstream(js) = &self.queue {
+            errors.extend(js.validate());
+        }
         for (i, s) in self.subscriptions.iter().enumerate() {
             for e in s.validate() {
                 errors.push(format!(
@@ -448,15 +562,62 @@ pub fn parse(text: &str, origin: &str) -> Result<GatewayConfig, Vec<String>> {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "subscriptions:\n  - name: s\n    path: /hook\n    target: {url: \"http://127.0.0.1:1\"}\n";
+    const GOOD: &str =
+        "subscriptions:\n  - name: s\n    path: /hook\n    target: {url: \"http://127.0.0.1:1\"}\n";
 
     #[test]
     fn defaults_come_from_one_place() {
         let c = parse(GOOD, "gw.yaml").expect("valid");
         let d = &c.subscriptions[0].delivery;
-        assert_eq!((d.max_events, d.concurrency, d.timeout_ms), (100, 4, 60_000));
+        assert_eq!(
+            (d.max_events, d.concurrency, d.timeout_ms),
+            (100, 4, 60_000)
+        );
         assert_eq!(d.retry.max_attempts, 30);
         assert_eq!(c.max_body_bytes, 2 * 1024 * 1024);
+        assert_eq!(c.queue, QueueConfig::Embedded);
+    }
+
+    #[test]
+    fn the_queue_section_selects_a_backend_with_defaults_and_bounds() {
+        let embedded = parse(&format!("queue: {{backend: embedded}}\n{GOOD}"), "gw.yaml");
+        assert_eq!(embedded.expect("valid").queue, QueueConfig::Embedded);
+        let js = parse(
+            &format!("queue: {{backend: jetstream, url: \"nats://127.0.0.1:4222\"}}\n{GOOD}"),
+            "gw.yaml",
+        )
+        .expect("valid");
+        let QueueConfig::Jetstream(js) = js.queue else {
+            panic!("jetstream expected");
+        };
+        assert_eq!(
+            (js.stream.as_str(), js.replicas, js.publish_timeout_ms),
+            ("ROUSE_EVENTS", 1, 5000)
+        );
+        assert_eq!(js.credentials_file, None);
+        let bad = format!(
+            "queue: {{backend: jetstream, url: \"http://x\", stream: \"a.b\", replicas: 2, \
+             publish_timeout_ms: 0}}\n{GOOD}"
+        );
+        let e = parse(&bad, "gw.yaml").expect_err("invalid").join("\n");
+        for field in [
+            "queue.url \"http://x\" must be nats://",
+            "queue.stream \"a.b\" must be",
+            "queue.replicas must be 1 or 3 (got 2)",
+            "queue.publish_timeout_ms must be 1..=60000 (got 0)",
+        ] {
+            assert!(e.contains(field), "{field:?} missing in:\n{e}");
+        }
+        for unknown in [
+            "queue: {backend: kafka}",
+            "queue: {backend: jetstream}",
+            "queue: {backend: jetstream, url: \"nats://x:1\", replica: 3}",
+        ] {
+            assert!(
+                parse(&format!("{unknown}\n{GOOD}"), "gw.yaml").is_err(),
+                "{unknown} accepted"
+            );
+        }
     }
 
     #[test]

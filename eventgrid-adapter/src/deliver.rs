@@ -25,11 +25,14 @@ use crate::store::Outcome;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-/// Where deliveries go: a base URL (`http://host:port`) and the `Host` header to send.
-#[derive(Debug, Clone)]
+/// Where deliveries go: a base URL (`http://host:port`), the `Host` header to send, and headers
+/// added to every delivery (inside Rouse: the proxy's delivery token, which marks a request as
+/// the gateway's own). Added headers win over forwarded ones of the same name.
+#[derive(Debug, Clone, Default)]
 pub struct Destination {
     pub base: String,
     pub host: Option<String>,
+    pub headers: Vec<(String, String)>,
 }
 
 /// Why a delivery attempt did not succeed.
@@ -224,6 +227,7 @@ async fn send(
     let cfg = &sub.config;
     let (mut headers, body) =
         convert::request(cfg.delivery.format, items).map_err(Failure::Permanent)?;
+    headers.extend(dest.headers.iter().cloned());
     if let Some(first) = items.first() {
         for (k, v) in &first.event.headers {
             if !headers.iter().any(|(h, _)| h == k) {

@@ -2,7 +2,10 @@
 //! by Rouse itself, whatever state the target is in:
 //!
 //! 1. method: `OPTIONS` → the CloudEvents handshake; anything but `POST` → 405;
-//! 2. auth ([`crate::auth`]): 401, or 503 when the check cannot run;
+//! 2. auth ([`crate::auth`]): 401, or 503 when the check cannot run; then a `ce-*` or
+//!    forwarded header whose value is not UTF-8: 400 `bad_header`. Steps 1–2 and the declared
+//!    size are [`Gateway::check_head`], which the front ends run before reading the body (and
+//!    before answering `Expect: 100-continue`); body errors are [`Gateway::body_failed`];
 //! 3. parse ([`crate::protocol`]): Event Grid validation → 200 `{"validationResponse":…}`,
 //!    deletion → 200, events → 4;
 //! 4. dedupe by `(topic, id)` / `(source, id)` within the window, then one durable append
@@ -23,7 +26,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::auth::{Authenticator, Denied};
-use crate::config::{GatewayConfig, Schema, SubscriptionConfig};
+use crate::config::{GatewayConfig, QueueConfig, Schema, SubscriptionConfig};
 use crate::dedupe::{Dedupe, InFlight, Reservation};
 use crate::demand::{AppDemand, DemandTargets};
 use crate::metrics::Metrics;
@@ -31,6 +34,7 @@ use crate::protocol::cloudevents::{self, Strictness};
 use crate::protocol::eventgrid::{self, Delivery};
 use crate::protocol::{Headers, ProtocolError, handshake};
 use crate::queue::embedded::Embedded;
+use crate::queue::jetstream::Jetstream;
 use crate::queue::{Backend, EventQueue, Item, QueueError, SubId};
 use crate::store::{self, Kind, Outcome};
 
@@ -38,6 +42,23 @@ pub use crate::dedupe::MAX_DEDUPE_KEYS;
 
 /// Seconds suggested in `Retry-After` when Rouse cannot take events right now.
 pub const RETRY_AFTER_SECS: u32 = 10;
+
+/// The longest a webhook body may take to arrive, from the end of the head (both front ends):
+/// then `408 body_timeout`. Event Grid itself gives up on a delivery after 30 s.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a front end could not read a webhook body ([`Gateway::body_failed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// More than `max_body_bytes` (a chunked body, or one longer than declared).
+    TooLarge,
+    /// Not a well-formed body (bad chunked encoding, a protocol error): 400.
+    Malformed(String),
+    /// Not complete within [`BODY_TIMEOUT`]: 408.
+    TimedOut,
+    /// The sender hung up mid-body: nothing to answer.
+    ClientGone(String),
+}
 
 /// A webhook request, transport-independent (the proxy and the standalone server both build one).
 #[derive(Debug, Clone)]
@@ -133,9 +154,22 @@ impl Gateway {
         metrics: Metrics,
         demand: DemandTargets,
     ) -> anyhow::Result<Arc<Gateway>> {
-        let (queue, seen) = Embedded::open(&config.data_dir, &config.subscriptions)
-            .map_err(|e| anyhow::anyhow!("event store {}: {e}", config.data_dir.display()))?;
-        let queue = Arc::new(Backend::Embedded(queue));
+        let (queue, seen) = match &config.queue {
+            QueueConfig::Embedded => {
+                let (queue, seen) = Embedded::open(&config.data_dir, &config.subscriptions)
+                    .map_err(|e| {
+                        anyhow::anyhow!("event store {}: {e}", config.data_dir.display())
+                    })?;
+                (Backend::Embedded(queue), seen)
+            }
+            // Connects in the background: NATS being away only makes pushes answer 503. The
+            // stream's duplicate window remembers the dedupe keys across restarts.
+            QueueConfig::Jetstream(js) => (
+                Backend::Jetstream(Box::new(Jetstream::new(js, &config.subscriptions))),
+                Vec::new(),
+            ),
+        };
+        let queue = Arc::new(queue);
         let subs = config
             .subscriptions
             .iter()
@@ -159,6 +193,17 @@ impl Gateway {
             max_body: config.max_body_bytes,
             data_dir: config.data_dir.clone(),
         });
+        if let Backend::Jetstream(q) = &*gw.queue {
+            // Counts changed by other replicas (or redeliveries) reach the gauge and demand.
+            let weak = Arc::downgrade(&gw);
+            q.on_pending_change(move |sub| {
+                if let Some(gw) = weak.upgrade()
+                    && let Some(s) = gw.subs.get(sub.index())
+                {
+                    gw.pending_changed(s);
+                }
+            });
+        }
         for s in &gw.subs {
             gw.pending_changed(s);
         }
@@ -225,7 +270,9 @@ impl Gateway {
         self.pending_changed(sub);
     }
 
-    fn reject(&self, sub: &Subscription, status: u16, reason: &str, message: &str) -> Response {
+    /// A refusal, counted in `rouse_event_requests_rejected_total` and logged (without the
+    /// request's query or credentials).
+    pub fn reject(&self, sub: &Subscription, status: u16, reason: &str, message: &str) -> Response {
         self.metrics
             .rejected
             .with_label_values(&[&sub.config.name, &status.to_string()])
@@ -234,31 +281,116 @@ impl Gateway {
         Response::error(status, &sub.config.name, reason, message)
     }
 
+    /// The checks a request's head allows, before its body is read: method, declared size,
+    /// auth, header encoding. `Some` = the refusal to send at once (the front ends then never
+    /// read the body, and answer `Expect: 100-continue` only when this is `None`). `OPTIONS`
+    /// passes: [`Gateway::handle`] answers the handshake.
+    pub async fn check_head(
+        &self,
+        sub: &Subscription,
+        method: &http::Method,
+        query: &str,
+        headers: &Headers,
+        length: Option<u64>,
+    ) -> Option<Response> {
+        if method == http::Method::OPTIONS {
+            return None;
+        }
+        if method != http::Method::POST {
+            return Some(self.reject(
+                sub,
+                405,
+                "method_not_allowed",
+                "use POST (or OPTIONS for the handshake)",
+            ));
+        }
+        if length.is_some_and(|n| n > self.max_body) {
+            return Some(self.reject(
+                sub,
+                413,
+                "body_too_large",
+                &format!("the body exceeds {} bytes", self.max_body),
+            ));
+        }
+        match sub.auth.check(headers, query).await {
+            Ok(()) => {}
+            Err(Denied::Unauthorized(m)) => return Some(self.reject(sub, 401, "unauthorized", &m)),
+            Err(Denied::Unavailable(m)) => {
+                return Some(self.reject(sub, 503, "auth_unavailable", &m));
+            }
+        }
+        // A `ce-*` value (CloudEvents HTTP binding: percent-encoded UTF-8) or a header stored
+        // for delivery that is not UTF-8 would be read lossily: distinct events would collapse
+        // into one (dedupe) or reach the target altered. Refused, never acknowledged.
+        let forwarded = |n: &str| {
+            sub.config
+                .forward_headers
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(n))
+        };
+        if let Some(name) = headers
+            .not_utf8()
+            .find(|n| n.starts_with("ce-") || forwarded(n))
+        {
+            return Some(self.reject(
+                sub,
+                400,
+                "bad_header",
+                &format!(
+                    "the value of header {name} is not UTF-8 (CloudEvents header values are percent-encoded UTF-8)"
+                ),
+            ));
+        }
+        None
+    }
+
+    /// The answer to a body that could not be read (`None`: the sender is gone, nothing to
+    /// write). Counted in `rouse_event_requests_rejected_total` (a hang-up as status 499).
+    pub fn body_failed(&self, sub: &Subscription, e: BodyError) -> Option<Response> {
+        match e {
+            BodyError::TooLarge => Some(self.reject(
+                sub,
+                413,
+                "body_too_large",
+                &format!("the body exceeds {} bytes", self.max_body),
+            )),
+            BodyError::Malformed(m) => Some(self.reject(
+                sub,
+                400,
+                "bad_body",
+                &format!("the body could not be read: {m}"),
+            )),
+            BodyError::TimedOut => Some(self.reject(
+                sub,
+                408,
+                "body_timeout",
+                &format!(
+                    "the body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )),
+            BodyError::ClientGone(m) => {
+                self.metrics
+                    .rejected
+                    .with_label_values(&[&sub.config.name, "499"])
+                    .inc();
+                tracing::info!(subscription = %sub.config.name, status = 499, reason = "client_closed", message = %m, "Webhook sender hung up before the body was complete.");
+                None
+            }
+        }
+    }
+
     /// Answers one webhook request for `sub`.
     pub async fn handle(self: &Arc<Self>, sub: &Arc<Subscription>, req: Request) -> Response {
         if req.method == http::Method::OPTIONS {
             return handshake_answer(sub, &req);
         }
-        if req.method != http::Method::POST {
-            return self.reject(
-                sub,
-                405,
-                "method_not_allowed",
-                "use POST (or OPTIONS for the handshake)",
-            );
-        }
-        if req.body.len() as u64 > self.max_body {
-            return self.reject(
-                sub,
-                413,
-                "body_too_large",
-                &format!("the body exceeds {} bytes", self.max_body),
-            );
-        }
-        match sub.auth.check(&req.headers, &req.query).await {
-            Ok(()) => {}
-            Err(Denied::Unauthorized(m)) => return self.reject(sub, 401, "unauthorized", &m),
-            Err(Denied::Unavailable(m)) => return self.reject(sub, 503, "auth_unavailable", &m),
+        let length = Some(req.body.len() as u64);
+        if let Some(refusal) = self
+            .check_head(sub, &req.method, &req.query, &req.headers, length)
+            .await
+        {
+            return refusal;
         }
         let (events, kind) = match self.parse(sub, &req) {
             Ok(Parsed::Answer(r)) => return r,
@@ -465,6 +597,7 @@ impl Gateway {
         };
         match &*self.queue {
             Backend::Embedded(q) => q.ready_events(sub.id),
+            Backend::Jetstream(q) => q.stashed_events(sub.id),
         }
     }
 
@@ -473,6 +606,7 @@ impl Gateway {
     pub fn inject_store_failure(&self, fail: bool) {
         match &*self.queue {
             Backend::Embedded(q) => q.inject_failure(fail),
+            Backend::Jetstream(q) => q.inject_failure(fail),
         }
     }
 

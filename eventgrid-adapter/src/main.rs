@@ -76,6 +76,7 @@ async fn run(cli: Cli, config: GatewayConfig) -> anyhow::Result<()> {
     rouse_eventgrid::deliver::start(&gw, |sub| rouse_eventgrid::deliver::Destination {
         base: sub.config.target.url.clone().unwrap_or_default(),
         host: sub.config.target.host.clone(),
+        ..Default::default()
     });
     tokio::spawn(gw.clone().maintain());
     let listener = tokio::net::TcpListener::bind(cli.listen)

@@ -1,9 +1,13 @@
-//! A hyper front end for the gateway (the standalone binary, and tests). Bodies are read with
-//! the gateway's cap: a declared `Content-Length` above it is refused before reading, a chunked
-//! body as soon as it passes it.
+//! A hyper front end for the gateway (the standalone binary, and tests). The head is checked
+//! first ([`Gateway::check_head`]: method, declared `Content-Length` against the cap, auth,
+//! header encoding): a refusal is answered before the body is read, and hyper sends
+//! `100 Continue` to an `Expect: 100-continue` only once the body is polled, i.e. after the head
+//! passed. Bodies are read with the gateway's cap (a chunked body is refused as soon as it
+//! passes it) and within [`BODY_TIMEOUT`] (then 408).
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -11,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::gateway::{Gateway, Request, Response};
+use crate::gateway::{BODY_TIMEOUT, BodyError, Gateway, Request, Response, Subscription};
 use crate::protocol::Headers;
 
 fn to_hyper(r: Response) -> http::Response<Full<Bytes>> {
@@ -22,60 +26,92 @@ fn to_hyper(r: Response) -> http::Response<Full<Bytes>> {
     b.body(Full::new(Bytes::from(r.body))).unwrap_or_default()
 }
 
-/// Reads `req` into a gateway [`Request`], or the refusal to send instead.
+/// Reads `req` into a gateway [`Request`], or the refusal to send instead; the body within
+/// `body_timeout`.
 pub async fn read(
     gw: &Gateway,
-    subscription: &str,
+    sub: &Subscription,
     req: http::Request<Incoming>,
+    body_timeout: Duration,
 ) -> Result<Request, Response> {
-    let cap = gw.max_body();
-    let too_large = || {
-        Response::error(
-            413,
-            subscription,
-            "body_too_large",
-            &format!("the body exceeds {cap} bytes"),
-        )
-    };
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > cap) {
-        return Err(too_large());
-    }
     let (parts, body) = req.into_parts();
-    let limit = usize::try_from(cap).unwrap_or(usize::MAX);
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => {
-            return Err(Response::error(
-                400,
-                subscription,
-                "bad_request",
-                &format!("reading the body: {e}"),
-            ));
+    let headers = Headers::from_bytes(
+        parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+    );
+    let query = parts.uri.query().unwrap_or("").to_string();
+    if let Some(refusal) = gw
+        .check_head(sub, &parts.method, &query, &headers, declared)
+        .await
+    {
+        return Err(refusal);
+    }
+    let limit = usize::try_from(gw.max_body()).unwrap_or(usize::MAX);
+    let read = tokio::time::timeout(body_timeout, Limited::new(body, limit).collect()).await;
+    let failure = match read {
+        Ok(Ok(b)) => {
+            return Ok(Request {
+                method: parts.method,
+                query,
+                headers,
+                body: b.to_bytes(),
+            });
         }
+        Err(_) => BodyError::TimedOut,
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => BodyError::TooLarge,
+        Ok(Err(e)) if hung_up(&*e) => BodyError::ClientGone(e.to_string()),
+        Ok(Err(e)) => BodyError::Malformed(e.to_string()),
     };
-    // Raw UTF-8 (e.g. an unencoded ce-subject from sdk-go) is kept, not dropped.
-    let headers = Headers::new(parts.headers.iter().map(|(k, v)| {
-        (
-            k.as_str().to_string(),
-            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        )
-    }));
-    Ok(Request {
-        method: parts.method,
-        query: parts.uri.query().unwrap_or("").to_string(),
-        headers,
-        body,
-    })
+    // A sender that hung up gets nothing (there is no one to write to).
+    Err(gw.body_failed(sub, failure).unwrap_or_else(|| {
+        Response::error(400, &sub.config.name, "client_closed", "the sender hung up")
+    }))
+}
+
+/// Whether a body error means the sender went away (hyper reports an early EOF as a body error
+/// caused by an `UnexpectedEof`), rather than a malformed body.
+fn hung_up(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_closed() || h.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Serves webhooks on `listener` until the process exits; unknown paths get 404 JSON.
 pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>) {
+    serve_with(listener, gw, BODY_TIMEOUT).await;
+}
+
+/// [`serve`] with another body timeout (tests).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    gw: Arc<Gateway>,
+    body_timeout: Duration,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -94,7 +130,7 @@ pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>) {
                             body: body.to_string().into_bytes(),
                         }));
                     };
-                    let resp = match read(&gw, &sub.config.name, req).await {
+                    let resp = match read(&gw, &sub, req, body_timeout).await {
                         Ok(r) => gw.handle(&sub, r).await,
                         Err(refusal) => refusal,
                     };

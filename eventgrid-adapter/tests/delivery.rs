@@ -75,23 +75,34 @@ async fn host(status: impl Fn(usize) -> u16 + Send + Sync + 'static) -> (SocketA
 }
 
 fn open(dir: &std::path::Path, target: SocketAddr, extra: &str) -> Arc<Gateway> {
+    let gw = open_idle(dir, target, extra);
+    start(&gw);
+    gw
+}
+
+/// Opens the gateway (replaying its log) without starting delivery, so what it recovered can be
+/// counted before workers change it.
+fn open_idle(dir: &std::path::Path, target: SocketAddr, extra: &str) -> Arc<Gateway> {
     let yaml = format!(
         "data_dir: {}\nsubscriptions:\n  - name: fn\n    path: /events\n    target: {{url: \"http://{target}\", path: \"/runtime/webhooks/EventGrid?functionName=OnBlob&code=sys-key\"}}\n{extra}",
         dir.display()
     );
     let config: GatewayConfig = rouse_eventgrid::config::parse(&yaml, "test").expect("config");
-    let gw = Gateway::open(
+    Gateway::open(
         &config,
         rouse_eventgrid::metrics::Metrics::new(&prometheus::Registry::new()),
         Default::default(),
     )
-    .expect("gateway");
-    rouse_eventgrid::deliver::start(&gw, |s| rouse_eventgrid::deliver::Destination {
+    .expect("gateway")
+}
+
+fn start(gw: &Arc<Gateway>) {
+    rouse_eventgrid::deliver::start(gw, |s| rouse_eventgrid::deliver::Destination {
         base: s.config.target.url.clone().unwrap_or_default(),
         host: None,
+        ..Default::default()
     });
     tokio::spawn(gw.clone().maintain());
-    gw
 }
 
 const EVENT: &str = r#"{"id":"ID","topic":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a","subject":"/blobServices/default/containers/c/blobs/b","eventType":"Microsoft.Storage.BlobCreated","eventTime":"2017-06-26T18:41:00.9584103Z","data":{"contentLength":5},"dataVersion":"","metadataVersion":"1"}"#;
@@ -220,12 +231,13 @@ async fn acknowledged_events_survive_a_restart_and_are_delivered_once_up() {
     .expect("first life");
     // "Restart": a new gateway on the same directory, now with a host.
     let (addr, seen) = host(|_| 200).await;
-    let gw = open(dir.path(), addr, "");
+    let gw = open_idle(dir.path(), addr, "");
     assert_eq!(
         gw.subscription_for("/events").expect("sub").pending(),
         20,
         "recovered"
     );
+    start(&gw);
     assert!(gw.wait_idle(Duration::from_secs(10)).await);
     let ids: std::collections::BTreeSet<String> = seen
         .lock()

@@ -189,6 +189,7 @@ async fn v06_eg_validation_is_answered_without_contacting_the_target() {
     rouse_eventgrid::deliver::start(&f.gw, |_| rouse_eventgrid::deliver::Destination {
         base: format!("http://{addr}"),
         host: None,
+        ..Default::default()
     });
     let started = std::time::Instant::now();
     let r = f

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod delivery_guard;
 pub mod demand;
 pub mod drain;
 pub mod forward;

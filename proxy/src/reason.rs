@@ -29,6 +29,8 @@ pub enum Reason {
     /// The target cannot get endpoints at all (e.g. its Service does not exist); the body's
     /// `detail` says why.
     TargetUnavailable,
+    /// The path receives the event gateway's deliveries only ([`crate::delivery_guard`]).
+    DeliveryPathReserved,
 }
 
 impl Reason {
@@ -46,6 +48,7 @@ impl Reason {
             Reason::BadRequest => "bad_request",
             Reason::ClientClosed => "client_closed",
             Reason::TargetUnavailable => "target_unavailable",
+            Reason::DeliveryPathReserved => "delivery_path_reserved",
         }
     }
 
@@ -61,6 +64,7 @@ impl Reason {
             Reason::UpstreamUnreachable | Reason::UpstreamError => 502,
             Reason::BadRequest => 400,
             Reason::ClientClosed => 499,
+            Reason::DeliveryPathReserved => 403,
         }
     }
 
@@ -88,6 +92,9 @@ impl Reason {
             Reason::BadRequest => "the request is malformed or has no usable host",
             Reason::ClientClosed => "the client closed the connection while the request was held",
             Reason::TargetUnavailable => "the target cannot get endpoints; see detail",
+            Reason::DeliveryPathReserved => {
+                "this path receives the event gateway's deliveries only; send events to its webhook"
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ use rouse_local::{LocalMetrics, LocalPlatform};
 use rouse_scale::{ScaleMetrics, autoscale};
 
 use crate::config::{LocalConfig, ProxySettings};
+use crate::delivery_guard::{DELIVERY_TOKEN_HEADER, DeliveryGuard};
 use crate::demand::DemandFeed;
 use crate::drain::{DrainSignal, wait_drained};
 use crate::forward::Forwarder;
@@ -49,7 +50,14 @@ struct ControlPlane {
     settings: ProxySettings,
     admin: std::sync::Mutex<Option<std::net::TcpListener>>,
     certs: Option<Arc<CertStore>>,
-    gateway: Option<Arc<Gateway>>,
+    gateway: Option<EventGateway>,
+}
+
+/// The event gateway and the guard of its delivery paths.
+#[derive(Clone)]
+struct EventGateway {
+    gateway: Arc<Gateway>,
+    guard: Arc<DeliveryGuard>,
 }
 
 #[async_trait]
@@ -63,9 +71,10 @@ impl BackgroundService for ControlPlane {
         if let Some(listener) = admin {
             tokio::spawn(crate::admin::serve(listener, self.state.clone(), feed));
         }
-        if let Some(gw) = &self.gateway {
+        if let Some(EventGateway { gateway: gw, guard }) = &self.gateway {
             // Deliveries go through this proxy's own listener with the app's Host, so they are
-            // held for a cold target and wake it.
+            // held for a cold target and wake it; the delivery token opens the app's reserved
+            // delivery path. Never sent to a `target.url` outside this process.
             let listen = self.settings.listen;
             let hosts = match &self.platform {
                 Platform::Local { config, .. } => config
@@ -78,9 +87,14 @@ impl BackgroundService for ControlPlane {
             rouse_eventgrid::deliver::start(gw, |sub| {
                 let t = &sub.config.target;
                 let app_host = t.app.as_ref().and_then(|a| hosts.get(a).cloned().flatten());
+                let through_proxy = t.url.is_none();
                 rouse_eventgrid::deliver::Destination {
                     base: t.url.clone().unwrap_or_else(|| format!("http://{listen}")),
                     host: t.host.clone().or(app_host),
+                    headers: through_proxy
+                        .then(|| (DELIVERY_TOKEN_HEADER.to_string(), guard.token().to_string()))
+                        .into_iter()
+                        .collect(),
                 }
             });
             tokio::spawn(gw.clone().maintain());
@@ -214,24 +228,33 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
     )
 }
 
-/// Opens the event gateway (replaying its queue). The gateway counts each subscription's queued
-/// events in its app's demand and wakes the app when events wait for it.
+/// Opens the event gateway (replaying its queue) and reserves each subscription's delivery path
+/// on its app's route. The gateway counts each subscription's queued events in its app's demand
+/// and wakes the app when events wait for it.
 fn open_gateway(
     gw_config: &rouse_eventgrid::GatewayConfig,
     config: &LocalConfig,
     state: &Arc<ProxyState>,
     registry: &prometheus::Registry,
-) -> anyhow::Result<Arc<Gateway>> {
+) -> anyhow::Result<EventGateway> {
     let targets: rouse_eventgrid::DemandTargets = config
         .apps
         .iter()
         .map(|a| (a.route.name.clone(), state.target(&a.route.target)))
         .collect();
-    Gateway::open(
+    let gateway = Gateway::open(
         gw_config,
         rouse_eventgrid::metrics::Metrics::new(registry),
         targets,
-    )
+    )?;
+    let guard = DeliveryGuard::new(gw_config.subscriptions.iter().filter_map(|s| {
+        let app = s.target.app.clone()?;
+        Some((app, s.target.path.clone()))
+    }));
+    Ok(EventGateway {
+        gateway,
+        guard: Arc::new(guard),
+    })
 }
 
 /// The pingora server shared by both platforms. `stop_secs` is what the platform needs after the
@@ -240,7 +263,7 @@ fn serve(
     p: ProxySettings,
     state: Arc<ProxyState>,
     platform: Platform,
-    gateway: Option<Arc<Gateway>>,
+    gateway: Option<EventGateway>,
     stop_secs: u64,
 ) -> anyhow::Result<()> {
     let admin = std::net::TcpListener::bind(p.admin_listen)
@@ -281,7 +304,8 @@ fn serve(
         &server.configuration,
         Forwarder {
             state: state.clone(),
-            gateway: gateway.clone(),
+            gateway: gateway.as_ref().map(|g| g.gateway.clone()),
+            delivery_guard: gateway.as_ref().map(|g| g.guard.clone()),
         },
         "rouse-proxy",
     );

@@ -299,3 +299,365 @@ async fn an_oversized_delivery_gets_413_from_the_proxy_before_its_body_is_sent()
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("body_too_large"), "{text}");
 }
+
+// --- A hostile sender (issue #12 item 6): the proxy-mounted webhook over raw TCP and curl. ---
+
+/// The key of [`hostile_yaml`]'s subscriptions: it must never show in Rouse's output.
+const SECRET: &str = "SECRET-KEY-XYZ";
+
+/// `blobs` (Event Grid, `/webhooks/blobs`) and `ce` (CloudEvents, `/webhooks/ce`), key
+/// [`SECRET`] in `?code=`.
+fn hostile_yaml(data: &Path) -> String {
+    format!(
+        "event_gateway:\n  data_dir: {}\n  subscriptions:\n    - name: blobs\n      path: /webhooks/blobs\n      auth: {{keys: [{SECRET}], key_query: code}}\n      target: {{app: sink, path: /events}}\n    - name: ce\n      path: /webhooks/ce\n      schema: cloudevents\n      auth: {{keys: [{SECRET}], key_query: code}}\n      target: {{app: sink, path: /events}}\n      delivery: {{format: cloudevents-binary}}\n",
+        data.display()
+    )
+}
+
+/// What arrives on `s` within `wait`: until EOF, or a final (non-1xx) answer whose JSON body
+/// (or empty body) is complete.
+async fn read_answer(s: &mut tokio::net::TcpStream, wait: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => {
+                out.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&out);
+                let final_answer = text
+                    .split("\r\n\r\n")
+                    .any(|p| p.starts_with("HTTP/1.1 ") && !p.starts_with("HTTP/1.1 1"));
+                if final_answer && (text.ends_with('}') || text.ends_with("\r\n\r\n")) {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends `bytes` on a fresh connection to the proxy and reads the answer.
+async fn exchange(rouse: &Rouse, bytes: &[u8], wait: Duration) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(rouse.proxy)
+        .await
+        .expect("connect");
+    s.write_all(bytes).await.expect("write");
+    read_answer(&mut s, wait).await
+}
+
+fn answer_json(answer: &str) -> serde_json::Value {
+    let body = answer.split("\r\n\r\n").last().unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}"))
+}
+
+/// Connects, sends `bytes` (a head and part of a body) and hangs up.
+async fn hang_up_after(rouse: &Rouse, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(rouse.proxy)
+        .await
+        .expect("connect");
+    s.write_all(bytes).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(s);
+}
+
+fn eg_head(query: &str, framing: &str) -> String {
+    format!(
+        "POST /webhooks/blobs?{query} HTTP/1.1\r\nhost: events.example.com\r\ncontent-type: application/json\r\naeg-event-type: Notification\r\n{framing}\r\n"
+    )
+}
+
+/// Item 6.1 end to end: `ce-id` bytes that are not UTF-8 used to be read lossily (three
+/// distinct events → one U+FFFD id → 202 each, deduped into one). Through the proxy each is now
+/// a 400 naming the subscription and the header, nothing is acknowledged, and a raw valid
+/// UTF-8 `ce-subject` is still accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ce_ids_that_are_not_utf8_are_refused_with_400_through_the_proxy() {
+    let d = dir("not-utf8");
+    let apps = [sink(&d.join("events.log"))];
+    let extra = hostile_yaml(&d.join("queue"));
+    let rouse = Rouse::launch(Launch {
+        apps: &apps,
+        extra: &extra,
+        ..Launch::default()
+    })
+    .await;
+    let body = br#"{"n":1}"#;
+    let request = |id: &[u8], extra_header: &str| {
+        let mut r = format!("POST /webhooks/ce?code={SECRET} HTTP/1.1\r\nhost: events.example.com\r\nce-specversion: 1.0\r\nce-type: com.example.t\r\nce-source: /hostile\r\n{extra_header}ce-id: ").into_bytes();
+        r.extend_from_slice(id);
+        r.extend_from_slice(
+            format!(
+                "\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        r.extend_from_slice(body);
+        r
+    };
+    for id in [&b"\xff"[..], b"\xfe", b"x\xc3"] {
+        let answer = exchange(&rouse, &request(id, ""), Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        let json = answer_json(&answer);
+        assert_eq!(json["subscription"], "ce", "{answer}");
+        assert_eq!(json["reason"], "bad_header", "{answer}");
+        assert!(
+            json["message"].as_str().unwrap_or("").contains("ce-id"),
+            "{answer}"
+        );
+    }
+    let metrics = rouse.metrics().await;
+    assert!(
+        !metrics.contains("rouse_events_acknowledged_total{subscription=\"ce\"}"),
+        "nothing acknowledged: {metrics}"
+    );
+    assert!(
+        metrics
+            .contains("rouse_event_requests_rejected_total{status=\"400\",subscription=\"ce\"} 3"),
+        "{metrics}"
+    );
+    // Raw (not percent-encoded) but valid UTF-8: kept.
+    let answer = exchange(
+        &rouse,
+        &request(b"fine-1", "ce-subject: Euro €\r\n"),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+}
+
+/// Item 6.2 end to end: body errors on the proxy-mounted webhook used to be
+/// `502 {"route":null,"reason":"upstream_error"}` (pingora's fail_to_proxy). A bad chunk is now
+/// `400 bad_body`, a stalled body `408 body_timeout` after the 30 s body timeout, both naming
+/// the subscription; a hang-up gets nothing and is counted as 499; none is logged as a proxy
+/// failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_body_errors_are_400_or_408_naming_the_subscription_not_502() {
+    let d = dir("body-errors");
+    let apps = [sink(&d.join("events.log"))];
+    let extra = hostile_yaml(&d.join("queue"));
+    let rouse = Rouse::launch(Launch {
+        apps: &apps,
+        extra: &extra,
+        ..Launch::default()
+    })
+    .await;
+    let query = format!("code={SECRET}");
+    // Bad chunk size.
+    let req = format!(
+        "{}zz\r\n[]\r\n0\r\n\r\n",
+        eg_head(&query, "transfer-encoding: chunked\r\n")
+    );
+    let answer = exchange(&rouse, req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let json = answer_json(&answer);
+    assert_eq!(json["subscription"], "blobs", "{answer}");
+    assert_eq!(json["reason"], "bad_body", "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    // Hang-up mid-body.
+    hang_up_after(
+        &rouse,
+        format!("{}[{{\"id\"", eg_head(&query, "content-length: 500\r\n")).as_bytes(),
+    )
+    .await;
+    // Stalled: 5 of 500 bytes, then nothing until the body timeout.
+    let started = Instant::now();
+    let req = format!("{}[{{\"id\"", eg_head(&query, "content-length: 500\r\n"));
+    let answer = exchange(&rouse, req.as_bytes(), Duration::from_secs(45)).await;
+    let waited = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let json = answer_json(&answer);
+    assert_eq!(json["subscription"], "blobs", "{answer}");
+    assert_eq!(json["reason"], "body_timeout", "{answer}");
+    assert!(
+        waited >= Duration::from_secs(29) && waited < Duration::from_secs(40),
+        "{waited:?}"
+    );
+    let metrics = rouse.metrics().await;
+    for status in ["400", "408", "499"] {
+        let line = format!(
+            "rouse_event_requests_rejected_total{{status=\"{status}\",subscription=\"blobs\"}} 1"
+        );
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+    rouse.settle().await;
+    let output = rouse.output().join("\n");
+    assert!(!output.contains("upstream_error"), "{output}");
+    assert!(
+        !output.contains("Fail to"),
+        "no proxy failure logged: {output}"
+    );
+}
+
+/// Item 6.3: keys never appear in Rouse's output (at `trace`, the most verbose level) nor in
+/// `/metrics`, whatever way a webhook request with the key in its query fails: bad chunk,
+/// hang-up mid-body, wrong key, oversized body, refused header; nor for an app request with a
+/// `?code=` whose client hangs up while it is held (pingora logs that one as an error, naming
+/// the request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_in_the_query_never_appear_in_rouse_output_or_metrics() {
+    let d = dir("no-keys");
+    let gate = d.join("gate");
+    // The app never starts: an app request is held until its client hangs up.
+    let apps = [sink(&d.join("events.log")).env("START_GATE_FILE", &gate.display().to_string())];
+    let extra = hostile_yaml(&d.join("queue"));
+    let rouse = Rouse::launch(Launch {
+        apps: &apps,
+        extra: &extra,
+        log: "trace",
+        ..Launch::default()
+    })
+    .await;
+    let query = format!("code={SECRET}");
+    // Bad chunk.
+    let req = format!(
+        "{}zz\r\n[]\r\n0\r\n\r\n",
+        eg_head(&query, "transfer-encoding: chunked\r\n")
+    );
+    let answer = exchange(&rouse, req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // Hang-up mid-body.
+    hang_up_after(
+        &rouse,
+        format!("{}[{{\"id\"", eg_head(&query, "content-length: 500\r\n")).as_bytes(),
+    )
+    .await;
+    // Wrong key (it contains the real one).
+    let body = batch(0..1);
+    let req = format!(
+        "{}{body}",
+        eg_head(
+            &format!("code={SECRET}-WRONG&other={SECRET}"),
+            &format!("content-length: {}\r\n", body.len())
+        )
+    );
+    let answer = exchange(&rouse, req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Oversized (declared).
+    let req = eg_head(&query, &format!("content-length: {}\r\n", 3 * 1024 * 1024));
+    let answer = exchange(&rouse, req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // Oversized (chunked, past the cap while reading).
+    let chunk = "x".repeat(64 * 1024);
+    let mut req = eg_head(&query, "transfer-encoding: chunked\r\n");
+    for _ in 0..40 {
+        req.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    let answer = exchange(&rouse, req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // An app request held while the app is cold, abandoned by its client.
+    hang_up_after(
+        &rouse,
+        format!("GET /held?{query} HTTP/1.1\r\nhost: sink.localhost\r\n\r\n").as_bytes(),
+    )
+    .await;
+    rouse.settle().await;
+    let output = rouse.output();
+    assert!(
+        output.iter().any(|l| l.contains("GET /held")),
+        "pingora logged the abandoned request (by path): {}",
+        output.join("\n")
+    );
+    let leaks: Vec<&String> = output.iter().filter(|l| l.contains(SECRET)).collect();
+    assert!(leaks.is_empty(), "the key is in Rouse's output: {leaks:#?}");
+    let metrics = rouse.metrics().await;
+    assert!(!metrics.is_empty());
+    assert!(!metrics.contains(SECRET), "{metrics}");
+}
+
+/// Runs curl with `args`; (exit status, stdout, stderr).
+async fn curl(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args(&args)
+            .output()
+            .expect("run curl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("curl task")
+}
+
+/// Item 6.4: `Expect: 100-continue` got no `100 Continue` from the proxy-mounted webhook, so
+/// curl-like senders waited out their expect timeout before sending the body. With
+/// `--expect100-timeout 30`, a 3 KiB batch is now acknowledged (the body arrived: 200 and 10
+/// events acknowledged) well within 10 s, after a `100 Continue`; a wrong key gets its 401 at
+/// once, without a 100 and without the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_gets_100_continue_before_the_body_through_the_proxy() {
+    let d = dir("expect");
+    let apps = [sink(&d.join("events.log"))];
+    let extra = hostile_yaml(&d.join("queue"));
+    let rouse = Rouse::launch(Launch {
+        apps: &apps,
+        extra: &extra,
+        ..Launch::default()
+    })
+    .await;
+    let body_file = d.join("batch.json");
+    let body = batch(0..10);
+    assert!(body.len() > 1024);
+    std::fs::write(&body_file, &body).expect("body");
+    let args = |key: &str| -> Vec<String> {
+        [
+            "-sS",
+            "-v",
+            "--max-time",
+            "60",
+            "-H",
+            "Expect: 100-continue",
+            "--expect100-timeout",
+            "30",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "aeg-event-type: Notification",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--data-binary",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            format!("@{}", body_file.display()),
+            format!("http://{}/webhooks/blobs?code={key}", rouse.proxy),
+        ])
+        .collect()
+    };
+    let started = Instant::now();
+    let (ok, code, log) = curl(args(SECRET)).await;
+    let took = started.elapsed();
+    assert!(ok, "{log}");
+    assert_eq!(code, "200", "{log}");
+    assert!(log.contains("< HTTP/1.1 100 Continue"), "{log}");
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?}: no 100 Continue?\n{log}"
+    );
+    assert_eq!(
+        rouse
+            .metric("rouse_events_acknowledged_total{subscription=\"blobs\"}")
+            .await,
+        Some(10.0),
+        "the body arrived"
+    );
+    let started = Instant::now();
+    let (_, code, log) = curl(args("wrong")).await;
+    assert_eq!(code, "401", "{log}");
+    assert!(!log.contains("100 Continue"), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{log}");
+}

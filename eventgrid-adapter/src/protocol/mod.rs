@@ -10,28 +10,63 @@ pub mod percent;
 
 /// Request headers with case-insensitive names (values as received, trimmed).
 #[derive(Debug, Clone, Default)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers {
+    pairs: Vec<(String, String)>,
+    /// Names (lower-case) of the headers whose value was not UTF-8 ([`Headers::from_bytes`]).
+    not_utf8: Vec<String>,
+}
 
 impl Headers {
     pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        Headers(
-            pairs
+        Headers {
+            pairs: pairs
                 .into_iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
                 .collect(),
-        )
+            not_utf8: Vec::new(),
+        }
+    }
+
+    /// Headers as they came off the wire. Raw UTF-8 (e.g. an unencoded `ce-subject` from
+    /// sdk-go) is kept as is; a value that is not UTF-8 is kept lossily (U+FFFD) *and* its
+    /// header is remembered ([`Headers::not_utf8`]), so the gateway can refuse the request
+    /// rather than act on a value that no longer says what was sent.
+    pub fn from_bytes<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
+        let mut not_utf8 = Vec::new();
+        let pairs = pairs
+            .into_iter()
+            .map(|(k, v)| {
+                let k = k.to_ascii_lowercase();
+                let v = match std::str::from_utf8(v) {
+                    Ok(v) => v.trim().to_string(),
+                    Err(_) => {
+                        if !not_utf8.contains(&k) {
+                            not_utf8.push(k.clone());
+                        }
+                        String::from_utf8_lossy(v).trim().to_string()
+                    }
+                };
+                (k, v)
+            })
+            .collect();
+        Headers { pairs, not_utf8 }
+    }
+
+    /// The headers (lower-case names) at least one value of which was not UTF-8.
+    pub fn not_utf8(&self) -> impl Iterator<Item = &str> {
+        self.not_utf8.iter().map(String::as_str)
     }
 
     /// The first value of `name` (lower-case).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.pairs
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 }
 

@@ -2,16 +2,19 @@
 //!
 //! The gateway acknowledges a sender only after [`EventQueue::push`] returned `Ok`, and delivery
 //! workers only see events through [`EventQueue::take`], so "no event lost" rests on the
-//! backend alone. Today there is one backend, [`embedded`] (the fsync'd log of
-//! [`crate::store`] plus in-memory ready queues: one process, no broker). A shared backend
-//! (e.g. NATS JetStream: publish ack = durable, `Nats-Msg-Id` = the dedupe key, a durable
-//! consumer shared by several proxy replicas, `Nak` with a delay, `Term` for dead letters)
-//! becomes a second [`Backend`] variant; nothing outside this module needs to change.
+//! backend alone. Two backends, chosen per gateway (`event_gateway.queue`):
+//!
+//! - [`embedded`] (the default): the fsync'd log of [`crate::store`] plus in-memory ready
+//!   queues. One process, no broker.
+//! - [`jetstream`]: a NATS JetStream stream shared by every proxy replica (publish ack =
+//!   durable, `Nats-Msg-Id` = the dedupe key, a durable consumer per subscription shared by all
+//!   replicas, `Nak` with a delay for retries, `Term` for dead letters).
 //!
 //! Dispatch is an enum rather than `dyn` so that the futures stay unboxed: no allocation is
 //! added to the per-request and per-batch paths.
 
 pub mod embedded;
+pub mod jetstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -101,42 +104,50 @@ pub trait EventQueue: Send + Sync {
 /// The configured backend.
 pub enum Backend {
     Embedded(embedded::Embedded),
+    /// Boxed: much larger than the embedded handle (connection state, per-lane stashes).
+    Jetstream(Box<jetstream::Jetstream>),
 }
 
 impl EventQueue for Backend {
     async fn push(&self, sub: SubId, events: Vec<Event>) -> Result<(), QueueError> {
         match self {
             Backend::Embedded(q) => q.push(sub, events).await,
+            Backend::Jetstream(q) => q.push(sub, events).await,
         }
     }
 
     async fn take(&self, sub: SubId, max: usize) -> Vec<Item> {
         match self {
             Backend::Embedded(q) => q.take(sub, max).await,
+            Backend::Jetstream(q) => q.take(sub, max).await,
         }
     }
 
     async fn requeue(&self, sub: SubId, items: Vec<Item>, delay: Duration) {
         match self {
             Backend::Embedded(q) => q.requeue(sub, items, delay).await,
+            Backend::Jetstream(q) => q.requeue(sub, items, delay).await,
         }
     }
 
     async fn retire(&self, sub: SubId, items: &[Item], outcome: Outcome) -> Result<(), QueueError> {
         match self {
             Backend::Embedded(q) => q.retire(sub, items, outcome).await,
+            Backend::Jetstream(q) => q.retire(sub, items, outcome).await,
         }
     }
 
     fn pending(&self, sub: SubId) -> usize {
         match self {
             Backend::Embedded(q) => q.pending(sub),
+            Backend::Jetstream(q) => q.pending(sub),
         }
     }
 
     async fn maintain(&self, dedupe: &Dedupe) {
         match self {
             Backend::Embedded(q) => q.maintain(dedupe).await,
+            Backend::Jetstream(q) => q.maintain(dedupe).await,
         }
     }
 }

@@ -25,6 +25,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use rouse_core::{UpstreamProtocol, normalize_path};
 
+use crate::delivery_guard::{DELIVERY_TOKEN_HEADER, DeliveryGuard, Verdict};
 use crate::hold::{EndpointSlot, acquire};
 use crate::state::{ActiveRequest, ProxyState, RouteState};
 use respond::{Reason, write_error};
@@ -44,6 +45,8 @@ pub struct Forwarder {
     pub state: Arc<ProxyState>,
     /// Event Grid / CloudEvents webhooks on this listener, if configured.
     pub gateway: Option<Arc<rouse_eventgrid::Gateway>>,
+    /// The gateway's delivery paths, reserved for its deliveries (with a gateway only).
+    pub delivery_guard: Option<Arc<DeliveryGuard>>,
 }
 
 /// Per-request state carried across pingora's phases.
@@ -61,6 +64,8 @@ pub struct RequestCtx {
     slot: Option<EndpointSlot>,
     waited: Option<Duration>,
     reason: Option<Reason>,
+    /// A gateway delivery: its token header is removed before forwarding.
+    delivery: bool,
     refused: Vec<SocketAddr>,
     forwarded_at: Option<Instant>,
 }
@@ -129,9 +134,22 @@ impl ProxyHttp for Forwarder {
             slot: None,
             waited: None,
             reason: None,
+            delivery: false,
             refused: Vec::new(),
             forwarded_at: None,
         }
+    }
+
+    /// How pingora's error and warning lines name the request: the path *without* the query,
+    /// where keys travel (`/webhooks/x?code=…`, Azure Functions' `?code=…`).
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {}, Host: {}",
+            req.method,
+            req.uri.path(),
+            request_host(req).as_deref().unwrap_or("-")
+        )
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -161,6 +179,24 @@ impl ProxyHttp for Forwarder {
             write_error(session, None, Reason::NoRoute, Some(&ctx.host), 0, None).await?;
             return Ok(true);
         };
+        if let Some(guard) = &self.delivery_guard {
+            let presented = req
+                .headers
+                .get(DELIVERY_TOKEN_HEADER)
+                .map(http::HeaderValue::as_bytes);
+            match guard.check(&m.route.name, path, presented) {
+                Verdict::Open => {}
+                Verdict::Delivery => ctx.delivery = true,
+                Verdict::Refused => {
+                    let reason = Reason::DeliveryPathReserved;
+                    ctx.reason = Some(reason);
+                    // Counted under its route (metrics), never forwarded nor counted as demand.
+                    ctx.route = snapshot.routes.get(&m.route.name).cloned();
+                    write_error(session, Some(&m.route.name), reason, None, 0, None).await?;
+                    return Ok(true);
+                }
+            }
+        }
         let upstream_path = m.upstream_path(&normalized).unwrap_or(normalized);
         let Some(route) = snapshot.routes.get(&m.route.name).cloned() else {
             ctx.reason = Some(Reason::NoRoute);
@@ -280,6 +316,9 @@ impl ProxyHttp for Forwarder {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.delivery {
+            upstream.remove_header(DELIVERY_TOKEN_HEADER);
+        }
         if let Some(path) = ctx.upstream_path.as_deref() {
             let uri = http::Uri::try_from(path)
                 .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewritten path", e))?;
