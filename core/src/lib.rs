@@ -7,6 +7,8 @@
 #[cfg(feature = "crd")]
 pub mod crd;
 pub mod feed;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod metrics;
 pub mod route;
 pub mod target;

@@ -1,6 +1,7 @@
 //! The JetStream queue backend against a real `nats-server` (built from its pinned Go module by
 //! `nats/build-nats-server.sh`, started here on 127.0.0.1 with JetStream, killed at the end of
-//! each test) and real HTTP targets on 127.0.0.1, through the gateway's public API.
+//! each test; one test runs a 3-node cluster and SIGKILLs a node) and real HTTP targets on
+//! 127.0.0.1, through the gateway's public API.
 //!
 //! Skipped (with a message) only when Go is missing: CI has Go.
 
@@ -875,7 +876,7 @@ async fn a_three_node_cluster_loses_no_acknowledged_event_when_a_node_is_killed(
     let dir = tempfile::tempdir().expect("tmp");
     let (addr, seen) = target(|_| Reply::Status(200)).await;
     let queue = format!(
-        "queue: {{backend: jetstream, url: \"{}\", stream: {STREAM}, replicas: 1, \
+        "queue: {{backend: jetstream, url: \"{}\", stream: {STREAM}, replicas: 3, \
          publish_timeout_ms: 2000}}\n",
         cluster.urls()
     );

@@ -79,27 +79,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// `Forwarder::request_summary`, without the query.
 const HELD_AT_INFO: &[&str] = &["pingora_proxy", "pingora_core::protocols"];
 
-fn init_logging(spec: &str) {
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_new(spec).unwrap_or_else(|_| "info".into());
-    let no_request_heads = tracing_subscriber::filter::filter_fn(|m| {
-        *m.level() <= tracing::Level::INFO
-            || !HELD_AT_INFO.iter().any(|t| m.target().starts_with(t))
-    });
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_filter(no_request_heads),
-        )
-        .init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    rouse_core::logging::init(&cli.log, HELD_AT_INFO);
     let path = match &cli.command {
         Command::Local { config } | Command::CheckConfig { config } => config,
         Command::Kubernetes(args) => return run_kubernetes(args),
