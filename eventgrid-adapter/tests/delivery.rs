@@ -2,76 +2,25 @@
 //! retries with Retry-After, dead-lettering, recovery after a restart, and the socket-level
 //! body cap (vector 18).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rouse_eventgrid::{Gateway, GatewayConfig};
+use rouse_eventgrid::Gateway;
 
-/// What a fake host received: path+query, headers, body.
-type Seen = Arc<Mutex<Vec<(String, Vec<(String, String)>, Bytes)>>>;
+mod support;
 
-/// A host answering `status(n)` to its n-th request (0-based) and recording everything.
+use support::{Reply, Seen};
+
+/// A host answering `status(n)` to its n-th request (0-based; a 503 with `Retry-After: 1`) and
+/// recording everything.
 async fn host(status: impl Fn(usize) -> u16 + Send + Sync + 'static) -> (SocketAddr, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen: Seen = Arc::default();
-    let status = Arc::new(status);
-    let s = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (s, status) = (s.clone(), status.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<Incoming>| {
-                    let (s, status) = (s.clone(), status.clone());
-                    async move {
-                        let pq = req
-                            .uri()
-                            .path_and_query()
-                            .map_or("/", |p| p.as_str())
-                            .to_string();
-                        let headers = req
-                            .headers()
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-                            .collect();
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let n = {
-                            let mut seen = s.lock().unwrap_or_else(|p| p.into_inner());
-                            seen.push((pq, headers, body));
-                            seen.len() - 1
-                        };
-                        let code = status(n);
-                        let mut r = http::Response::builder().status(code);
-                        if code == 503 {
-                            r = r.header("retry-after", "1");
-                        }
-                        Ok::<_, Infallible>(
-                            r.body(Full::new(Bytes::from_static(b"{}")))
-                                .unwrap_or_default(),
-                        )
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, seen)
+    support::target(move |n| match status(n) {
+        503 => Reply::RetryAfter(1),
+        code => Reply::Status(code),
+    })
+    .await
 }
 
 fn open(dir: &std::path::Path, target: SocketAddr, extra: &str) -> Arc<Gateway> {
@@ -87,13 +36,7 @@ fn open_idle(dir: &std::path::Path, target: SocketAddr, extra: &str) -> Arc<Gate
         "data_dir: {}\nsubscriptions:\n  - name: fn\n    path: /events\n    target: {{url: \"http://{target}\", path: \"/runtime/webhooks/EventGrid?functionName=OnBlob&code=sys-key\"}}\n{extra}",
         dir.display()
     );
-    let config: GatewayConfig = rouse_eventgrid::config::parse(&yaml, "test").expect("config");
-    Gateway::open(
-        &config,
-        rouse_eventgrid::metrics::Metrics::new(&prometheus::Registry::new()),
-        Default::default(),
-    )
-    .expect("gateway")
+    support::gateway(&yaml)
 }
 
 fn start(gw: &Arc<Gateway>) {
@@ -149,7 +92,13 @@ async fn v50_replay_to_an_azure_functions_host_is_unchanged_and_retried_on_5xx()
     assert!(gw.wait_idle(Duration::from_secs(10)).await, "delivered");
     let seen = seen.lock().expect("seen").clone();
     assert_eq!(seen.len(), 2, "one 503, then the retry");
-    for (pq, headers, body) in &seen {
+    for support::Hit {
+        path: pq,
+        headers,
+        body,
+        ..
+    } in &seen
+    {
         assert_eq!(
             pq,
             "/runtime/webhooks/EventGrid?functionName=OnBlob&code=sys-key"
@@ -243,9 +192,7 @@ async fn acknowledged_events_survive_a_restart_and_are_delivered_once_up() {
         .lock()
         .expect("seen")
         .iter()
-        .flat_map(|(_, _, b)| {
-            serde_json::from_slice::<Vec<serde_json::Value>>(b).unwrap_or_default()
-        })
+        .flat_map(|h| serde_json::from_slice::<Vec<serde_json::Value>>(&h.body).unwrap_or_default())
         .filter_map(|e| e["id"].as_str().map(str::to_string))
         .collect();
     assert_eq!(ids.len(), 20);
@@ -271,8 +218,8 @@ async fn per_batch_delivery_sends_up_to_max_events_per_request() {
         .lock()
         .expect("seen")
         .iter()
-        .map(|(_, _, b)| {
-            serde_json::from_slice::<Vec<serde_json::Value>>(b)
+        .map(|h| {
+            serde_json::from_slice::<Vec<serde_json::Value>>(&h.body)
                 .map(|v| v.len())
                 .unwrap_or(0)
         })
@@ -292,7 +239,7 @@ async fn cloudevents_are_delivered_in_binary_mode_with_encoded_headers() {
     assert_eq!(post(&gw, format!("[{}]", event(7)), &[]).await, 200);
     assert!(gw.wait_idle(Duration::from_secs(10)).await);
     let seen = seen.lock().expect("seen").clone();
-    let (_, headers, body) = &seen[0];
+    let support::Hit { headers, body, .. } = &seen[0];
     let h = |n: &str| {
         headers
             .iter()

@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rouse_eventgrid::{Gateway, GatewayConfig};
+use rouse_eventgrid::Gateway;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod support;
 
 const SUB: &str = "orders";
 
@@ -25,13 +27,7 @@ async fn server(body_timeout: Duration) -> Server {
         "data_dir: {}\nsubscriptions:\n  - name: {SUB}\n    path: /events\n    schema: cloudevents\n    auth: {{keys: [k1], key_query: code}}\n    target: {{url: \"http://127.0.0.1:9\"}}\n    delivery: {{format: cloudevents-binary}}\n",
         dir.path().display()
     );
-    let config: GatewayConfig = rouse_eventgrid::config::parse(&yaml, "test").expect("config");
-    let gw = Gateway::open(
-        &config,
-        rouse_eventgrid::metrics::Metrics::new(&prometheus::Registry::new()),
-        Default::default(),
-    )
-    .expect("gateway");
+    let gw = support::gateway(&yaml);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -6,7 +6,6 @@
 //! Skipped (with a message) only when Go is missing: CI has Go.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,11 +13,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rouse_eventgrid::{Gateway, GatewayConfig};
+use rouse_eventgrid::Gateway;
+
+mod support;
+
+use support::{Reply, Seen, target};
 
 // --- nats-server ----------------------------------------------------------------------------
 
@@ -169,83 +168,6 @@ impl Drop for Nats {
 
 // --- targets ----------------------------------------------------------------------------------
 
-/// What a target answers to its n-th request (0-based).
-#[derive(Clone, Copy)]
-enum Reply {
-    Status(u16),
-    /// 503 with `Retry-After: <secs>`.
-    RetryAfter(u64),
-    /// Never answers (a delivery in flight).
-    Hang,
-}
-
-/// One request a target received.
-#[derive(Clone)]
-struct Hit {
-    at: Instant,
-    headers: Vec<(String, String)>,
-    body: Bytes,
-}
-
-type Seen = Arc<Mutex<Vec<Hit>>>;
-
-async fn target(reply: impl Fn(usize) -> Reply + Send + Sync + 'static) -> (SocketAddr, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen: Seen = Arc::default();
-    let reply = Arc::new(reply);
-    let s = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (s, reply) = (s.clone(), reply.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<Incoming>| {
-                    let (s, reply) = (s.clone(), reply.clone());
-                    async move {
-                        let headers = req
-                            .headers()
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-                            .collect();
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let n = {
-                            let mut seen = s.lock().unwrap_or_else(|p| p.into_inner());
-                            seen.push(Hit {
-                                at: Instant::now(),
-                                headers,
-                                body,
-                            });
-                            seen.len() - 1
-                        };
-                        let r = match reply(n) {
-                            Reply::Status(code) => http::Response::builder().status(code),
-                            Reply::RetryAfter(secs) => http::Response::builder()
-                                .status(503)
-                                .header("retry-after", secs.to_string()),
-                            Reply::Hang => std::future::pending().await,
-                        };
-                        Ok::<_, Infallible>(
-                            r.body(Full::new(Bytes::from_static(b"{}")))
-                                .unwrap_or_default(),
-                        )
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, seen)
-}
-
 /// Event ids in the order a target received them (Event Grid arrays).
 fn ids(seen: &Seen) -> Vec<String> {
     seen.lock()
@@ -290,13 +212,7 @@ fn open(dir: &Path, queue: &str, target: SocketAddr, extra: &str) -> Arc<Gateway
          target: {{url: \"http://{target}\", path: /hook}}\n    forward_headers: [x-tenant]\n{extra}",
         dir.display()
     );
-    let config: GatewayConfig = rouse_eventgrid::config::parse(&yaml, "test").expect("config");
-    let gw = Gateway::open(
-        &config,
-        rouse_eventgrid::metrics::Metrics::new(&prometheus::Registry::new()),
-        Default::default(),
-    )
-    .expect("gateway");
+    let gw = support::gateway(&yaml);
     rouse_eventgrid::deliver::start(&gw, |s| rouse_eventgrid::deliver::Destination {
         base: s.config.target.url.clone().unwrap_or_default(),
         ..Default::default()

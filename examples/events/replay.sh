@@ -29,4 +29,8 @@ echo
 echo "5. A wrong key is refused (401, JSON naming the subscription):"
 curl -sS "$url/webhooks/blobs?code=wrong" -H 'aeg-event-type: Notification' --data-binary @blob-created.json
 echo; echo
+echo "6. A forged event posted straight to hello's delivery path is refused (403, never reaches hello):"
+curl -sS "$url/events" -H 'Host: hello.localhost' -H 'content-type: application/json' \
+  --data-binary @blob-created.json
+echo; echo
 echo "Metrics: curl -s http://127.0.0.1:9090/metrics | grep rouse_events"
