@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rouse_eventgrid::Gateway;
 
 mod support;
@@ -55,23 +54,7 @@ fn event(i: usize) -> String {
 }
 
 async fn post(gw: &Arc<Gateway>, body: String, extra: &[(&str, &str)]) -> u16 {
-    let sub = gw.subscription_for("/events").expect("sub").clone();
-    let mut headers = vec![
-        ("content-type".to_string(), "application/json".to_string()),
-        ("aeg-event-type".to_string(), "Notification".to_string()),
-    ];
-    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    gw.handle(
-        &sub,
-        rouse_eventgrid::Request {
-            method: http::Method::POST,
-            query: String::new(),
-            headers: rouse_eventgrid::protocol::Headers::new(headers),
-            body: Bytes::from(body),
-        },
-    )
-    .await
-    .status
+    support::post(gw, body, extra).await.status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rouse_eventgrid::Gateway;
 
 mod support;
@@ -166,6 +165,10 @@ impl Drop for Nats {
     }
 }
 
+/// The tests of this file run one at a time: each starts its own nats-server(s), and several
+/// servers and a 3-node cluster at once on a 2-core machine turn their time bounds into flakes.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 // --- targets ----------------------------------------------------------------------------------
 
 /// Event ids in the order a target received them (Event Grid arrays).
@@ -233,22 +236,7 @@ fn batch(range: std::ops::Range<usize>) -> String {
 
 /// Posts an Event Grid body; the response.
 async fn post(gw: &Arc<Gateway>, body: String) -> rouse_eventgrid::Response {
-    let sub = gw.subscription_for("/events").expect("sub").clone();
-    let headers = vec![
-        ("content-type".to_string(), "application/json".to_string()),
-        ("aeg-event-type".to_string(), "Notification".to_string()),
-        ("x-tenant".to_string(), "t1".to_string()),
-    ];
-    gw.handle(
-        &sub,
-        rouse_eventgrid::Request {
-            method: http::Method::POST,
-            query: String::new(),
-            headers: rouse_eventgrid::protocol::Headers::new(headers),
-            body: Bytes::from(body),
-        },
-    )
-    .await
+    support::post(gw, body, &[("x-tenant", "t1")]).await
 }
 
 fn acknowledged(gw: &Gateway) -> u64 {
@@ -261,6 +249,7 @@ fn acknowledged(gw: &Gateway) -> u64 {
 /// and is acknowledged on the server: the consumer's backlog and the stream return to empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_events_are_delivered_once_unchanged_and_acked() {
+    let _serial = SERIAL.lock().await;
     let store = tempfile::tempdir().expect("tmp");
     let Some(nats) = Nats::start(store.path()).await else {
         return;
@@ -315,6 +304,7 @@ fn ids_of(body: &str) -> String {
 /// before and after delivery, are delivered once (the stream's duplicate window absorbs them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_event_through_two_replicas_is_delivered_once() {
+    let _serial = SERIAL.lock().await;
     let store = tempfile::tempdir().expect("tmp");
     let Some(nats) = Nats::start(store.path()).await else {
         return;
@@ -354,6 +344,7 @@ async fn the_same_event_through_two_replicas_is_delivered_once() {
 /// it is back (same store) the gateway recovers by itself, and the earlier events are there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_down_answers_503_and_the_gateway_recovers_when_it_is_back() {
+    let _serial = SERIAL.lock().await;
     let store = tempfile::tempdir().expect("tmp");
     let Some(mut nats) = Nats::start(store.path()).await else {
         return;
@@ -370,11 +361,13 @@ async fn nats_down_answers_503_and_the_gateway_recovers_when_it_is_back() {
         }
     })
     .await;
+    // A Nak sent while the server is down is lost: that event comes back after AckWait
+    // (delivery timeout + 5 s), so the timeout is short here to keep the wait below bounded.
     let gw = open(
         dir.path(),
         &jetstream(&nats, "C"),
         addr,
-        "    delivery: {retry: {initial_backoff_ms: 100, max_backoff_ms: 200}}\n",
+        "    delivery: {timeout_ms: 2000, retry: {initial_backoff_ms: 100, max_backoff_ms: 200}}\n",
     );
     assert_eq!(post(&gw, batch(0..5)).await.status, 200);
     assert_eq!(acknowledged(&gw), 5);
@@ -431,6 +424,7 @@ async fn nats_down_answers_503_and_the_gateway_recovers_when_it_is_back() {
 /// the same stream delivers every acknowledged event; only the ones in flight come twice.
 #[test]
 fn another_replica_delivers_what_a_killed_one_had_acknowledged() {
+    let _serial = SERIAL.blocking_lock();
     let main = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -494,6 +488,7 @@ fn another_replica_delivers_what_a_killed_one_had_acknowledged() {
 /// stream (terminated).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured_and_exhausted_events_are_dead_lettered() {
+    let _serial = SERIAL.lock().await;
     let store = tempfile::tempdir().expect("tmp");
     let Some(nats) = Nats::start(store.path()).await else {
         return;
@@ -572,6 +567,7 @@ async fn retry_after_is_honoured_and_exhausted_events_are_dead_lettered() {
 /// log and on JetStream (R1, one local server), in the same run; prints events/s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_events_pushed_and_delivered_embedded_and_jetstream() {
+    let _serial = SERIAL.lock().await;
     let store = tempfile::tempdir().expect("tmp");
     let Some(nats) = Nats::start(store.path()).await else {
         return;
@@ -783,6 +779,7 @@ struct Sent {
 /// deliveries around the failover (counted and printed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_loses_no_acknowledged_event_when_a_node_is_killed() {
+    let _serial = SERIAL.lock().await;
     const STREAM: &str = "F";
     const BATCH: usize = 100;
     const SENDERS: usize = 4;

@@ -108,6 +108,22 @@ fn sink(log: &Path) -> App {
         .env("LOG_REQUESTS", "0")
 }
 
+/// Rouse with the event sink app `sink` at zero and the event gateway `gateway(queue dir)`
+/// feeding it; the scratch directory (kept alive by the caller) and the sink's event log.
+async fn launch_with_sink(name: &str, gateway: impl Fn(&Path) -> String) -> (Dir, PathBuf, Rouse) {
+    let d = dir(name);
+    let log = d.join("events.log");
+    let apps = [sink(&log)];
+    let extra = gateway(&d.join("queue"));
+    let rouse = Rouse::launch(Launch {
+        apps: &apps,
+        extra: &extra,
+        ..Launch::default()
+    })
+    .await;
+    (d, log, rouse)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_at_zero_receives_every_event_of_a_5000_event_batch_exactly_once() {
     let d = dir("5000");
@@ -231,16 +247,7 @@ async fn acknowledged_events_survive_kill_9_and_are_delivered_after_a_restart() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshakes_and_auth_are_answered_by_rouse_while_the_target_is_at_zero() {
-    let d = dir("handshake");
-    let log = d.join("events.log");
-    let apps = [sink(&log)];
-    let extra = gateway_yaml(&d.join("queue"), "{}");
-    let rouse = Rouse::launch(Launch {
-        apps: &apps,
-        extra: &extra,
-        ..Launch::default()
-    })
-    .await;
+    let (_dir, _log, rouse) = launch_with_sink("handshake", |q| gateway_yaml(q, "{}")).await;
     let validation = r#"[{"id":"v","topic":"t","subject":"","eventType":"Microsoft.EventGrid.SubscriptionValidationEvent","eventTime":"2026-01-01T00:00:00Z","data":{"validationCode":"CODE-1"}}]"#;
     let req = http::Request::post(format!("http://{}/webhooks/blobs?code=k1", rouse.proxy))
         .header("content-type", "application/json")
@@ -271,16 +278,7 @@ async fn handshakes_and_auth_are_answered_by_rouse_while_the_target_is_at_zero()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_delivery_gets_413_from_the_proxy_before_its_body_is_sent() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let d = dir("413");
-    let log = d.join("events.log");
-    let apps = [sink(&log)];
-    let extra = gateway_yaml(&d.join("queue"), "{}");
-    let rouse = Rouse::launch(Launch {
-        apps: &apps,
-        extra: &extra,
-        ..Launch::default()
-    })
-    .await;
+    let (_dir, _log, rouse) = launch_with_sink("413", |q| gateway_yaml(q, "{}")).await;
     // Declares 3 MiB (the cap is 2 MiB) and sends only the head.
     let mut s = tokio::net::TcpStream::connect(rouse.proxy)
         .await
@@ -377,15 +375,7 @@ fn eg_head(query: &str, framing: &str) -> String {
 /// UTF-8 `ce-subject` is still accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ce_ids_that_are_not_utf8_are_refused_with_400_through_the_proxy() {
-    let d = dir("not-utf8");
-    let apps = [sink(&d.join("events.log"))];
-    let extra = hostile_yaml(&d.join("queue"));
-    let rouse = Rouse::launch(Launch {
-        apps: &apps,
-        extra: &extra,
-        ..Launch::default()
-    })
-    .await;
+    let (_dir, _log, rouse) = launch_with_sink("not-utf8", hostile_yaml).await;
     let body = br#"{"n":1}"#;
     let request = |id: &[u8], extra_header: &str| {
         let mut r = format!("POST /webhooks/ce?code={SECRET} HTTP/1.1\r\nhost: events.example.com\r\nce-specversion: 1.0\r\nce-type: com.example.t\r\nce-source: /hostile\r\n{extra_header}ce-id: ").into_bytes();
@@ -438,15 +428,7 @@ async fn ce_ids_that_are_not_utf8_are_refused_with_400_through_the_proxy() {
 /// failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_body_errors_are_400_or_408_naming_the_subscription_not_502() {
-    let d = dir("body-errors");
-    let apps = [sink(&d.join("events.log"))];
-    let extra = hostile_yaml(&d.join("queue"));
-    let rouse = Rouse::launch(Launch {
-        apps: &apps,
-        extra: &extra,
-        ..Launch::default()
-    })
-    .await;
+    let (_dir, _log, rouse) = launch_with_sink("body-errors", hostile_yaml).await;
     let query = format!("code={SECRET}");
     // Bad chunk size.
     let req = format!(

@@ -46,6 +46,8 @@ use crate::store::{Event, Outcome};
 
 /// How long one waiting pull lasts before it is renewed.
 const PULL_WAIT: Duration = Duration::from_secs(5);
+/// How long past its expiry a pull's answer may take before the pull is given up.
+const PULL_ANSWER_SLACK: Duration = Duration::from_secs(2);
 /// Pause after a failed pull (NATS unreachable) before the next one.
 const PULL_RETRY: Duration = Duration::from_millis(500);
 /// Most events one pull asks for.
@@ -406,7 +408,7 @@ impl Jetstream {
                 .expires(PULL_WAIT)
                 .messages()
                 .await;
-            let first = tokio::time::timeout(PULL_WAIT + Duration::from_secs(2), drain(waiting))
+            let first = tokio::time::timeout(PULL_WAIT + PULL_ANSWER_SLACK, drain(waiting))
                 .await
                 .map_err(|_| "pull: no answer".to_string())??;
             if first.is_empty() {
@@ -546,7 +548,16 @@ impl EventQueue for Jetstream {
             };
             // Enough for every worker of this process (the rest wait in the stash, held).
             let want = max.saturating_mul(lane.workers).clamp(1, MAX_PULL);
-            match self.pull(&ready.consumers[sub.index()], want).await {
+            // A pull whose answer was lost in a reconnect would otherwise wait forever, holding
+            // this lane's pull lock: bounded, and then tried again (messages it had received
+            // come back after AckWait).
+            let pulled = tokio::time::timeout(
+                PULL_WAIT + PULL_ANSWER_SLACK,
+                self.pull(&ready.consumers[sub.index()], want),
+            )
+            .await
+            .unwrap_or_else(|_| Err("pull: no answer".to_string()));
+            match pulled {
                 Ok(messages) => {
                     let items = self.receive(lane, messages);
                     lock(&lane.stash).extend(items);

@@ -26,6 +26,31 @@ pub fn gateway(yaml: &str) -> Arc<Gateway> {
     .expect("gateway")
 }
 
+/// Posts an Event Grid notification with `body` to the subscription at `/events`, plus `extra`
+/// headers, straight into the gateway (no socket).
+pub async fn post(
+    gw: &Arc<Gateway>,
+    body: String,
+    extra: &[(&str, &str)],
+) -> rouse_eventgrid::Response {
+    let sub = gw.subscription_for("/events").expect("sub").clone();
+    let mut headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("aeg-event-type".to_string(), "Notification".to_string()),
+    ];
+    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    gw.handle(
+        &sub,
+        rouse_eventgrid::Request {
+            method: http::Method::POST,
+            query: String::new(),
+            headers: rouse_eventgrid::protocol::Headers::new(headers),
+            body: Bytes::from(body),
+        },
+    )
+    .await
+}
+
 /// What a target answers to its n-th request (0-based).
 #[derive(Clone, Copy)]
 pub enum Reply {
