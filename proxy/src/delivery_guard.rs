@@ -9,17 +9,18 @@
 //! this process's own listener) get through, with the token removed before forwarding; every
 //! other request to that path is answered 403 `delivery_path_reserved`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use subtle::ConstantTimeEq;
 
 /// The request header that carries the delivery token.
 pub const DELIVERY_TOKEN_HEADER: &str = "x-rouse-delivery-token";
 
-/// The reserved `(route, path)` pairs and the token that opens them.
+/// The reserved paths by route and the token that opens them. Keyed by route so the check on
+/// every request borrows its arguments (no allocation on the request path).
 pub struct DeliveryGuard {
     token: String,
-    reserved: HashSet<(String, String)>,
+    reserved: HashMap<String, HashSet<String>>,
 }
 
 /// What a request to a route's path may do.
@@ -38,12 +39,16 @@ impl DeliveryGuard {
     /// ignored) with a fresh random token.
     pub fn new(reserved: impl IntoIterator<Item = (String, String)>) -> Self {
         let bytes: [u8; 32] = rand::random();
+        let mut by_route: HashMap<String, HashSet<String>> = HashMap::new();
+        for (route, path) in reserved {
+            by_route
+                .entry(route)
+                .or_default()
+                .insert(trim(&path).to_string());
+        }
         DeliveryGuard {
             token: bytes.iter().map(|b| format!("{b:02x}")).collect(),
-            reserved: reserved
-                .into_iter()
-                .map(|(route, path)| (route, trim(&path).to_string()))
-                .collect(),
+            reserved: by_route,
         }
     }
 
@@ -55,11 +60,11 @@ impl DeliveryGuard {
     /// Whether `route` may be sent `path` (normalised, no query) with `presented` as the token
     /// header. Paths match exactly, ignoring one trailing slash.
     pub fn check(&self, route: &str, path: &str, presented: Option<&[u8]>) -> Verdict {
-        if self.reserved.is_empty()
-            || !self
-                .reserved
-                .contains(&(route.to_string(), trim(path).to_string()))
-        {
+        let reserved = self
+            .reserved
+            .get(route)
+            .is_some_and(|paths| paths.contains(trim(path)));
+        if !reserved {
             return Verdict::Open;
         }
         match presented {
