@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use http_body_util::{BodyExt, Empty};
-use rouse_core::feed::{DemandReport, FeedLine};
+use rouse_core::feed::{DemandReport, EventsReport, FeedLine};
 use tokio::sync::Notify;
 
 use rouse_scale::DemandSource;
@@ -23,6 +23,8 @@ use rouse_scale::{Metric, Observation};
 #[derive(Debug, Clone, Copy)]
 struct Report {
     held: u64,
+    /// The part of `held` that is queued events (shared by all replicas with JetStream).
+    queued: u64,
     in_flight: u64,
     requests_total: u64,
     last_activity: Option<Instant>,
@@ -33,6 +35,23 @@ struct ProxyView {
     name: Option<String>,
     connected: bool,
     reports: HashMap<String, Report>,
+    /// The event subscriptions this replica serves, by object key.
+    events: HashMap<String, EventsReport>,
+}
+
+/// One event subscription as the connected replicas report it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventsObservation {
+    /// Connected replicas that serve it.
+    pub served_by: usize,
+    /// The largest pending count reported (the queue is shared: every replica sees it).
+    pub pending: u64,
+    /// The largest dead-letter count reported, if any replica could read it.
+    pub dead_lettered: Option<u64>,
+    /// The latest validation handshake any replica answered (Unix ms).
+    pub handshake_ms: Option<u64>,
+    /// Problems reported by replicas that do not serve it (`replica: problem`).
+    pub problems: Vec<String>,
 }
 
 /// Wake signal of one target: same semantics as [`rouse_core::Demand::woken`].
@@ -124,6 +143,7 @@ impl Aggregate {
             FeedLine::Demand(d) if !d.target.is_empty() => {
                 let report = Report {
                     held: d.held,
+                    queued: d.queued.min(d.held),
                     in_flight: d.in_flight,
                     requests_total: d.requests_total,
                     last_activity: d
@@ -145,7 +165,12 @@ impl Aggregate {
                     self.woken(&wake, d, now);
                 }
             }
-            FeedLine::Demand(_) | FeedLine::Tick | FeedLine::Unknown => {}
+            FeedLine::Events(e) => {
+                view.events.insert(e.subscription.clone(), e.clone());
+            }
+            // A new snapshot starts: subscriptions it no longer reports are dropped.
+            FeedLine::Tick => view.events.clear(),
+            FeedLine::Demand(_) | FeedLine::Unknown => {}
         }
     }
 
@@ -177,12 +202,38 @@ impl Aggregate {
             requests_total: inner.counted.get(target).copied().unwrap_or(0),
             ..Observation::default()
         };
+        let mut queued = 0;
         for view in inner.proxies.values() {
             if let Some(r) = view.reports.get(target) {
-                obs.held += r.held;
+                obs.held += r.held - r.queued;
+                queued = queued.max(r.queued);
                 obs.in_flight += r.in_flight;
                 obs.last_activity = obs.last_activity.max(r.last_activity);
             }
+        }
+        obs.held += queued;
+        obs
+    }
+
+    /// Event subscription `key` (`namespace/name`) as the connected replicas report it.
+    pub fn events(&self, key: &str) -> EventsObservation {
+        let inner = self.lock();
+        let mut obs = EventsObservation::default();
+        let mut names: Vec<_> = inner.proxies.iter().collect();
+        names.sort_by_key(|(addr, _)| **addr);
+        for (addr, view) in names {
+            let Some(r) = view.events.get(key).filter(|_| view.connected) else {
+                continue;
+            };
+            if let Some(problem) = &r.problem {
+                let who = view.name.clone().unwrap_or_else(|| addr.to_string());
+                obs.problems.push(format!("{who}: {problem}"));
+                continue;
+            }
+            obs.served_by += 1;
+            obs.pending = obs.pending.max(r.pending);
+            obs.dead_lettered = obs.dead_lettered.max(r.dead_lettered);
+            obs.handshake_ms = obs.handshake_ms.max(r.handshake_ms);
         }
         obs
     }
@@ -310,6 +361,7 @@ mod tests {
         FeedLine::Demand(DemandReport {
             target: target.into(),
             held,
+            queued: 0,
             in_flight,
             requests_total: total,
             idle_ms: Some(0),
@@ -339,6 +391,56 @@ mod tests {
         a.retain_proxies(&[addr(1)].into());
         let o = a.observe("ns/web");
         assert_eq!((o.held, o.in_flight, o.requests_total), (2, 3, 15));
+    }
+
+    #[test]
+    fn queued_events_of_a_shared_queue_count_once_held_requests_per_replica() {
+        let a = Aggregate::default();
+        a.retain_proxies(&[addr(1), addr(2)].into());
+        let now = Instant::now();
+        let with_queued = |held, queued| {
+            let mut l = line("ns/fn", held, 0, 0, false);
+            if let FeedLine::Demand(d) = &mut l {
+                d.queued = queued;
+            }
+            l
+        };
+        // Both replicas see the same 100 queued events; each holds its own requests.
+        a.record(addr(1), &with_queued(102, 100), now);
+        a.record(addr(2), &with_queued(103, 100), now);
+        assert_eq!(a.observe("ns/fn").held, 2 + 3 + 100);
+    }
+
+    #[test]
+    fn event_subscriptions_take_the_largest_report_and_name_problems() {
+        let a = Aggregate::default();
+        a.retain_proxies(&[addr(1), addr(2), addr(3)].into());
+        let now = Instant::now();
+        let report = |pending, handshake_ms, problem: Option<&str>| {
+            FeedLine::Events(EventsReport {
+                subscription: "ns/orders".into(),
+                pending,
+                dead_lettered: Some(pending / 10),
+                handshake_ms,
+                problem: problem.map(str::to_string),
+            })
+        };
+        a.record(addr(1), &FeedLine::Hello { proxy: "p1".into() }, now);
+        a.record(addr(1), &report(40, Some(5), None), now);
+        a.record(addr(2), &report(50, None, None), now);
+        a.record(addr(3), &FeedLine::Hello { proxy: "p3".into() }, now);
+        a.record(addr(3), &report(0, None, Some("no queue")), now);
+        let o = a.events("ns/orders");
+        assert_eq!(
+            (o.served_by, o.pending, o.dead_lettered, o.handshake_ms),
+            (2, 50, Some(5), Some(5))
+        );
+        assert_eq!(o.problems, ["p3: no queue"]);
+        // The next snapshot of replica 2 no longer has it; a disconnected one does not count.
+        a.record(addr(2), &FeedLine::Tick, now);
+        a.disconnected(addr(1));
+        assert_eq!(a.events("ns/orders").served_by, 0);
+        assert_eq!(a.events("ns/other"), EventsObservation::default());
     }
 
     #[test]

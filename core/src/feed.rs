@@ -24,6 +24,8 @@ pub enum FeedLine {
     Tick,
     /// One target's demand on this replica.
     Demand(DemandReport),
+    /// One event subscription served by this replica (sent with every snapshot).
+    Events(EventsReport),
     /// A line type this build does not know (a newer proxy): skipped, not an error.
     #[serde(other)]
     Unknown,
@@ -37,6 +39,11 @@ pub struct DemandReport {
     /// Pending work that needs the target: held requests plus queued events
     /// ([`DemandSnapshot::pending`]).
     pub held: u64,
+    /// The part of `held` that is queued events. With a shared queue (JetStream) every replica
+    /// reports the same events, so the reader counts this part once (the largest report), not
+    /// once per replica.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub queued: u64,
     pub in_flight: u64,
     /// Requests admitted since the replica started (monotonic; a smaller value means the
     /// replica restarted).
@@ -66,6 +73,7 @@ impl DemandReport {
         DemandReport {
             target: target.to_string(),
             held: snapshot.pending(),
+            queued: snapshot.queued,
             in_flight: snapshot.in_flight,
             requests_total: snapshot.requests_total,
             idle_ms: snapshot
@@ -77,6 +85,31 @@ impl DemandReport {
             }),
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One event subscription on one proxy replica. Counts come from the shared queue, so every
+/// replica reports about the same numbers: the reader takes the largest, not the sum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsReport {
+    /// The object key (`namespace/name`).
+    pub subscription: String,
+    /// Events accepted and not yet delivered or dead-lettered.
+    pub pending: u64,
+    /// Events in the dead-letter destination for this subscription; `None` = unknown (not
+    /// readable right now).
+    #[serde(default)]
+    pub dead_lettered: Option<u64>,
+    /// When this replica last answered a validation handshake (Unix ms); `None` = never.
+    #[serde(default)]
+    pub handshake_ms: Option<u64>,
+    /// Why this replica does not serve the subscription (e.g. its spec could not be turned into
+    /// a gateway configuration); `None` = served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 impl FeedLine {
@@ -112,6 +145,7 @@ mod tests {
             Some(now - Duration::from_micros(1500)),
         );
         assert_eq!(wake.held, 5, "queued events count as held");
+        assert_eq!(wake.queued, 3, "and are named, so shared queues count once");
         assert_eq!(wake.idle_ms, Some(250));
         assert_eq!(wake.wake_age_us, Some(1500));
         let lines = [
@@ -126,6 +160,13 @@ mod tests {
                 now,
                 None,
             )),
+            FeedLine::Events(EventsReport {
+                subscription: "ns/orders".into(),
+                pending: 7,
+                dead_lettered: Some(1),
+                handshake_ms: Some(1_700_000_000_000),
+                problem: None,
+            }),
         ];
         for line in lines {
             let bytes = line.to_ndjson();

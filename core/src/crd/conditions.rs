@@ -13,6 +13,15 @@ pub const ROUTE_CONFLICT: &str = "RouteConflict";
 /// Rouse is scaling the workload (false when, e.g., an HPA owns it).
 pub const SCALING_ACTIVE: &str = "ScalingActive";
 
+/// EventSubscription: the spec is valid and a proxy serves it; the message carries the last
+/// validation handshake.
+pub const VALIDATED: &str = "Validated";
+/// EventSubscription: the Secret named by `spec.auth.keySecretRef` exists and holds a key.
+pub const SECRET_FOUND: &str = "SecretFound";
+/// EventSubscription: another object claims the same webhook path (the older one keeps it).
+/// A problem condition, like [`ROUTE_CONFLICT`].
+pub const PATH_CONFLICT: &str = "PathConflict";
+
 /// The values of a condition's `status`.
 pub mod status {
     pub const TRUE: &str = "True";
@@ -37,6 +46,22 @@ pub mod reason {
     pub const SCALING: &str = "Scaling";
     /// The spec cannot be turned into a route or a scaling policy; the message names the fields.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// EventSubscription: `spec.target.httpScaledObject` names no object in the namespace.
+    pub const HTTP_SCALED_OBJECT_NOT_FOUND: &str = "HTTPScaledObjectNotFound";
+    /// EventSubscription: the key Secret does not exist.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// EventSubscription: the key Secret exists but holds no non-empty entry.
+    pub const SECRET_EMPTY: &str = "SecretEmpty";
+    /// EventSubscription: no auth configured, so no Secret is needed.
+    pub const NO_SECRET_NEEDED: &str = "NoSecretNeeded";
+    /// EventSubscription: an older object keeps this object's webhook path.
+    pub const PATH_TAKEN: &str = "PathTaken";
+    /// EventSubscription: no connected proxy replica serves the webhook (yet).
+    pub const NOT_SERVED: &str = "NotServed";
+    /// EventSubscription: served; no validation handshake seen yet.
+    pub const AWAITING_HANDSHAKE: &str = "AwaitingHandshake";
+    /// EventSubscription: served, and a validation handshake was answered.
+    pub const HANDSHAKE_ANSWERED: &str = "HandshakeAnswered";
 }
 
 /// Event actions (what the controller was doing when it sent the Event).
