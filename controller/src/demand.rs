@@ -52,6 +52,8 @@ pub struct EventsObservation {
     pub handshake_ms: Option<u64>,
     /// Problems reported by replicas that do not serve it (`replica: problem`).
     pub problems: Vec<String>,
+    /// Key Secret problems reported by serving replicas (deduplicated); empty = keys loaded.
+    pub secret_problems: Vec<String>,
 }
 
 /// Wake signal of one target: same semantics as [`rouse_core::Demand::woken`].
@@ -234,6 +236,11 @@ impl Aggregate {
             obs.pending = obs.pending.max(r.pending);
             obs.dead_lettered = obs.dead_lettered.max(r.dead_lettered);
             obs.handshake_ms = obs.handshake_ms.max(r.handshake_ms);
+            if let Some(p) = &r.secret_problem
+                && !obs.secret_problems.contains(p)
+            {
+                obs.secret_problems.push(p.clone());
+            }
         }
         obs
     }
@@ -422,6 +429,7 @@ mod tests {
                 pending,
                 dead_lettered: Some(pending / 10),
                 handshake_ms,
+                secret_problem: None,
                 problem: problem.map(str::to_string),
             })
         };

@@ -106,6 +106,11 @@ pub struct EventsReport {
     /// When this replica last answered a validation handshake (Unix ms); `None` = never.
     #[serde(default)]
     pub handshake_ms: Option<u64>,
+    /// Why this replica has no keys for the subscription (its key Secret is missing, empty or
+    /// not readable); `None` = keys loaded, or none needed. The proxies are the only part of
+    /// Rouse that reads Secrets, so the controller's `SecretFound` condition comes from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_problem: Option<String>,
     /// Why this replica does not serve the subscription (e.g. its spec could not be turned into
     /// a gateway configuration); `None` = served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,6 +170,7 @@ mod tests {
                 pending: 7,
                 dead_lettered: Some(1),
                 handshake_ms: Some(1_700_000_000_000),
+                secret_problem: Some("secret \"ns/keys\" not found".into()),
                 problem: None,
             }),
         ];
