@@ -45,9 +45,16 @@ struct KeySet {
     fetched: Instant,
 }
 
+/// The shared keys in force: a list, or why there is none right now (on Kubernetes, the key
+/// Secret is missing or unreadable). Replaced whole, so a request sees one set or the other.
+type KeyState = Result<std::sync::Arc<Vec<String>>, String>;
+
 /// Checks credentials per a subscription's [`AuthConfig`].
 pub struct Authenticator {
     config: AuthConfig,
+    /// Starts as `config.keys`; [`Authenticator::set_keys`] replaces it (Secret rotation on
+    /// Kubernetes takes effect without rebuilding anything).
+    keys: std::sync::RwLock<KeyState>,
     jwks: Mutex<Option<KeySet>>,
 }
 
@@ -117,16 +124,35 @@ async fn fetch_jwks(url: &str) -> Result<HashMap<String, DecodingKey>, String> {
 
 impl Authenticator {
     pub fn new(config: AuthConfig) -> Self {
+        let keys = std::sync::RwLock::new(Ok(std::sync::Arc::new(config.keys.clone())));
         Authenticator {
             config,
+            keys,
             jwks: Mutex::new(None),
         }
+    }
+
+    /// Replaces the accepted shared keys (`Err`: none available, with the reason; requests are
+    /// then answered 503 so the sender retries, never accepted without a key check).
+    pub fn set_keys(&self, keys: Result<Vec<String>, String>) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys.map(std::sync::Arc::new);
+    }
+
+    /// Whether requests must carry a shared key (a header or query parameter is configured).
+    pub fn wants_key(&self) -> bool {
+        self.config.key_header.is_some() || self.config.key_query.is_some()
     }
 
     /// Checks one request.
     pub async fn check(&self, headers: &Headers, query: &str) -> Result<(), Denied> {
         let c = &self.config;
-        if !c.keys.is_empty() {
+        if self.wants_key() {
+            let keys = self
+                .keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .map_err(|_| Denied::Unavailable("the webhook's keys are not loaded".into()))?;
             let given = c
                 .key_header
                 .as_deref()
@@ -137,7 +163,7 @@ impl Authenticator {
                         .and_then(|q| query_param(query, q).map(|v| v.into_owned()))
                 });
             match given {
-                Some(k) if key_matches(&k, &c.keys) => {}
+                Some(k) if key_matches(&k, &keys) => {}
                 Some(_) => return Err(Denied::Unauthorized("the key does not match".into())),
                 None => return Err(Denied::Unauthorized("no key in the request".into())),
             }
@@ -241,6 +267,35 @@ mod tests {
         ));
         assert!(matches!(
             a.check(&h, "").await,
+            Err(Denied::Unauthorized(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn replaced_keys_take_effect_at_once_and_missing_keys_refuse_with_503() {
+        let a = auth(None, Some("code"));
+        let h = Headers::default();
+        a.set_keys(Ok(vec!["new-key".into(), "newer-key".into()]));
+        assert_eq!(a.check(&h, "code=newer-key").await, Ok(()));
+        assert!(
+            matches!(
+                a.check(&h, "code=old-key").await,
+                Err(Denied::Unauthorized(_))
+            ),
+            "a removed key is refused"
+        );
+        a.set_keys(Err("secret missing".into()));
+        let refused = a.check(&h, "code=new-key").await;
+        assert_eq!(
+            refused,
+            Err(Denied::Unavailable(
+                "the webhook's keys are not loaded".into()
+            )),
+            "no key set: retry later, never let in, and no Secret name to the sender"
+        );
+        a.set_keys(Ok(Vec::new()));
+        assert!(matches!(
+            a.check(&h, "code=").await,
             Err(Denied::Unauthorized(_))
         ));
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// `event_gateway:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Directory of the embedded queue's log and of the default dead-letter files (created if
@@ -29,7 +29,7 @@ impl GatewayConfig {
         PathBuf::from("run/events")
     }
     fn default_max_body() -> u64 {
-        2 * 1024 * 1024
+        DEFAULT_MAX_BODY_BYTES
     }
 }
 
@@ -96,8 +96,8 @@ impl JetstreamConfig {
         Duration::from_millis(self.publish_timeout_ms)
     }
 
-    /// Every problem, each naming its field.
-    fn validate(&self) -> Vec<String> {
+    /// Every problem, each naming its field (`event_gateway.queue.…`).
+    pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
         let url_ok = !self.url.is_empty()
             && self.url.split(',').all(|u| {
@@ -114,12 +114,7 @@ impl JetstreamConfig {
             ));
         }
         let s = &self.stream;
-        if s.is_empty()
-            || s.len() > 64
-            || !s
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !valid_stream_name(s) {
             errors.push(format!(
                 "event_gateway.queue.stream {s:?} must be 1..=64 letters, digits, '-' or '_'"
             ));
@@ -177,7 +172,7 @@ pub enum Batching {
 }
 
 /// `subscriptions[].auth`: every configured method must pass.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Shared keys; any one is accepted (two at once during rotation).
@@ -195,7 +190,7 @@ pub struct AuthConfig {
 }
 
 /// Bearer token validation: RS256, issuer/audience/expiry, keys from a JWKS URL.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntraConfig {
     /// `https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys`.
@@ -216,7 +211,7 @@ impl EntraConfig {
 }
 
 /// Retries of one delivery.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Attempts before dead-lettering, 1..=1000. Default 30 (Event Grid's).
@@ -251,7 +246,7 @@ const MAX_ATTEMPTS: u32 = 1000;
 const MAX_PENDING: usize = 10_000_000;
 
 /// `subscriptions[].delivery`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
     /// Default `eventgrid`.
@@ -342,7 +337,7 @@ impl Default for DeliveryConfig {
 }
 
 /// Where events go.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// Inside Rouse: the local app whose route receives the events (through the proxy's
@@ -367,8 +362,42 @@ impl TargetConfig {
     }
 }
 
+/// `subscriptions[].dead_letter`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum DeadLetter {
+    /// A JSON-lines file, fsync'd after each write.
+    File(PathBuf),
+    /// `{stream: NAME}`: a JetStream stream on the queue's NATS, created if missing; one
+    /// message per event on `rouse-dead.<NAME>.<subscription>`, the reason and attempts in
+    /// headers. Survives the loss of a pod, unlike a file.
+    Stream(DeadLetterStream),
+}
+
+/// `dead_letter: {stream: NAME}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterStream {
+    pub stream: String,
+}
+
+/// A JetStream stream name: 1..=64 letters, digits, `-` or `_`.
+pub fn valid_stream_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `dedupe_window_secs` when not set.
+pub const DEFAULT_DEDUPE_WINDOW_SECS: u64 = 3600;
+/// `max_pending` when not set.
+pub const DEFAULT_MAX_PENDING: usize = 100_000;
+/// `max_body_bytes` when not set: Event Grid sends at most 1 MB per request.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 2 * 1024 * 1024;
+
 /// One webhook endpoint and where its events go.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionConfig {
     /// Unique; metric label and log field.
@@ -392,10 +421,11 @@ pub struct SubscriptionConfig {
     pub target: TargetConfig,
     #[serde(default)]
     pub delivery: DeliveryConfig,
-    /// Dead-lettered events are appended here (one JSON line each, with the reason). Default
+    /// Where dead-lettered events go: a file path (one JSON line each, with the reason) or
+    /// `{stream: NAME}` (a JetStream stream; `jetstream` queue only). Default
     /// `<data_dir>/dead-letter/<name>.jsonl`.
     #[serde(default)]
-    pub dead_letter: Option<PathBuf>,
+    pub dead_letter: Option<DeadLetter>,
     /// Events with a (topic, id) / (source, id) seen within this window are acknowledged and
     /// dropped. Default 3600 s.
     #[serde(default = "SubscriptionConfig::default_window")]
@@ -414,14 +444,32 @@ pub struct SubscriptionConfig {
 
 impl SubscriptionConfig {
     fn default_window() -> u64 {
-        3600
+        DEFAULT_DEDUPE_WINDOW_SECS
     }
     fn default_pending() -> usize {
-        100_000
+        DEFAULT_MAX_PENDING
     }
 
     /// Every problem with this subscription, each naming its field.
     pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let a = &self.auth;
+        if !a.keys.is_empty() && a.key_header.is_none() && a.key_query.is_none() {
+            errors.push("auth.keys needs auth.key_header or auth.key_query".into());
+        }
+        if a.keys.is_empty() && (a.key_header.is_some() || a.key_query.is_some()) {
+            errors.push("auth.key_header/key_query need at least one auth.keys entry".into());
+        }
+        if a.keys.iter().any(String::is_empty) {
+            errors.push("auth.keys must not contain an empty key".into());
+        }
+        errors.extend(self.validate_shape());
+        errors
+    }
+
+    /// Every problem except the shared keys themselves, which on Kubernetes come from a Secret
+    /// at run time ([`crate::auth::Authenticator::set_keys`]), not from the configuration.
+    pub fn validate_shape(&self) -> Vec<String> {
         let mut errors = Vec::new();
         let n = &self.name;
         if n.is_empty()
@@ -438,15 +486,6 @@ impl SubscriptionConfig {
             ));
         }
         let a = &self.auth;
-        if !a.keys.is_empty() && a.key_header.is_none() && a.key_query.is_none() {
-            errors.push("auth.keys needs auth.key_header or auth.key_query".into());
-        }
-        if a.keys.is_empty() && (a.key_header.is_some() || a.key_query.is_some()) {
-            errors.push("auth.key_header/key_query need at least one auth.keys entry".into());
-        }
-        if a.keys.iter().any(String::is_empty) {
-            errors.push("auth.keys must not contain an empty key".into());
-        }
         let t = &self.target;
         if t.app.is_some() == t.url.is_some() {
             errors.push("target: set exactly one of app (inside Rouse) or url".into());
@@ -528,6 +567,22 @@ impl GatewayConfig {
                     "event_gateway.subscriptions[{i}]: path {:?} is used twice",
                     s.path
                 ));
+            }
+            if let Some(DeadLetter::Stream(d)) = &s.dead_letter {
+                if !matches!(self.queue, QueueConfig::Jetstream(_)) {
+                    errors.push(format!(
+                        "event_gateway.subscriptions[{i}] ({}): dead_letter.stream needs \
+                         queue.backend jetstream",
+                        s.name
+                    ));
+                }
+                if !valid_stream_name(&d.stream) {
+                    errors.push(format!(
+                        "event_gateway.subscriptions[{i}] ({}): dead_letter.stream {:?} must be \
+                         1..=64 letters, digits, '-' or '_'",
+                        s.name, d.stream
+                    ));
+                }
             }
             if s.delivery.format == Format::CloudeventsBinary
                 && s.delivery.batching == Batching::PerBatch
@@ -618,6 +673,47 @@ mod tests {
                 "{unknown} accepted"
             );
         }
+    }
+
+    #[test]
+    fn dead_letters_go_to_a_file_or_a_jetstream_stream() {
+        let file = parse(
+            &format!("{GOOD}    dead_letter: /var/dead.jsonl\n"),
+            "gw.yaml",
+        );
+        assert_eq!(
+            file.expect("valid").subscriptions[0].dead_letter,
+            Some(DeadLetter::File("/var/dead.jsonl".into()))
+        );
+        let js = "queue: {backend: jetstream, url: \"nats://127.0.0.1:4222\"}\n";
+        let stream = parse(
+            &format!("{js}{GOOD}    dead_letter: {{stream: DEAD}}\n"),
+            "gw.yaml",
+        );
+        assert_eq!(
+            stream.expect("valid").subscriptions[0].dead_letter,
+            Some(DeadLetter::Stream(DeadLetterStream {
+                stream: "DEAD".into()
+            }))
+        );
+        let embedded = parse(
+            &format!("{GOOD}    dead_letter: {{stream: DEAD}}\n"),
+            "gw.yaml",
+        );
+        let e = embedded.expect_err("stream without jetstream").join("\n");
+        assert!(
+            e.contains("dead_letter.stream needs queue.backend jetstream"),
+            "{e}"
+        );
+        let bad = parse(
+            &format!("{js}{GOOD}    dead_letter: {{stream: a.b}}\n"),
+            "gw.yaml",
+        );
+        assert!(
+            bad.expect_err("bad name")
+                .join("\n")
+                .contains("\"a.b\" must be")
+        );
     }
 
     #[test]

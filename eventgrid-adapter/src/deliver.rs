@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
-use crate::config::{Batching, Format};
+use crate::config::{Batching, DeadLetter, Format};
 use crate::convert;
 use crate::gateway::{Gateway, Subscription, now_ms};
 use crate::queue::Item;
@@ -74,8 +74,11 @@ async fn worker(gw: Arc<Gateway>, sub: Arc<Subscription>, dest: Destination, cli
         (Batching::PerBatch, Format::Eventgrid | Format::CloudeventsStructured) => d.max_events,
         _ => 1,
     };
-    loop {
+    while !gw.is_closed() {
         let items = gw.take(&sub, max).await;
+        if items.is_empty() {
+            continue; // closed
+        }
         match send(&client, &sub, &dest, &items).await {
             Ok(()) => finish(&gw, &sub, &items, Outcome::Delivered, None).await,
             Err(Failure::Permanent(reason)) => {
@@ -127,8 +130,25 @@ async fn finish(
     gw.retire(sub, items, outcome).await;
 }
 
-/// Appends `items` to the subscription's dead-letter file (one JSON line each), fsync'd.
+/// Sends `items` to the subscription's dead-letter destination (file or stream).
 async fn dead_letter(
+    gw: &Gateway,
+    sub: &Subscription,
+    items: &[Item],
+    reason: &str,
+) -> Result<(), String> {
+    if let Some(DeadLetter::Stream(d)) = &sub.config.dead_letter {
+        return gw
+            .dead_letter_to_stream(sub, &d.stream, items, reason)
+            .await;
+    }
+    dead_letter_file(gw, sub, items, reason)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Appends `items` to the subscription's dead-letter file (one JSON line each), fsync'd.
+async fn dead_letter_file(
     gw: &Gateway,
     sub: &Subscription,
     items: &[Item],
@@ -168,11 +188,13 @@ async fn dead_letter(
 }
 
 fn dead_letter_path(gw: &Gateway, sub: &Subscription) -> PathBuf {
-    sub.config.dead_letter.clone().unwrap_or_else(|| {
-        gw.data_dir()
+    match &sub.config.dead_letter {
+        Some(DeadLetter::File(path)) => path.clone(),
+        _ => gw
+            .data_dir()
             .join("dead-letter")
-            .join(format!("{}.jsonl", sub.config.name))
-    })
+            .join(format!("{}.jsonl", sub.config.name)),
+    }
 }
 
 async fn retry(

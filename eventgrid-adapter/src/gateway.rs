@@ -120,12 +120,45 @@ pub struct Subscription {
     /// Set by an Event Grid SubscriptionDeletion: events are still accepted (a new subscription
     /// may reuse the endpoint) but the state is visible in logs and `/events`.
     pub deleted: std::sync::atomic::AtomicBool,
+    /// When a validation handshake (Event Grid or CloudEvents) was last answered, Unix ms; 0 =
+    /// never. Reported to the controller (the `Validated` condition).
+    handshake_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Subscription {
     /// Events accepted and not yet delivered or dead-lettered.
     pub fn pending(&self) -> usize {
         self.queue.pending(self.id)
+    }
+
+    /// When a validation handshake was last answered here (Unix ms).
+    pub fn last_handshake_ms(&self) -> Option<u64> {
+        Some(self.handshake_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
+    }
+
+    /// Events in the dead-letter stream, as last read (`dead_letter: {stream: …}` only).
+    pub fn dead_lettered(&self) -> Option<u64> {
+        match &*self.queue {
+            Backend::Jetstream(q) => q.dead_lettered(self.id),
+            Backend::Embedded(_) => None,
+        }
+    }
+
+    /// Replaces the accepted shared keys (see [`Authenticator::set_keys`]).
+    pub fn set_keys(&self, keys: Result<Vec<String>, String>) {
+        self.auth.set_keys(keys);
+    }
+
+    /// Keeps `before`'s last handshake time (the same subscription in a replaced gateway).
+    pub fn carry_handshake(&self, before: &Subscription) {
+        self.handshake_ms.fetch_max(
+            before.handshake_ms.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn handshake_answered(&self) {
+        self.handshake_ms.store(now_ms(), Ordering::Relaxed);
     }
 }
 
@@ -138,6 +171,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     max_body: u64,
     data_dir: PathBuf,
+    /// Set by [`Gateway::close`]: delivery workers and housekeeping stop.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 pub fn now_ms() -> u64 {
@@ -181,6 +216,7 @@ impl Gateway {
                     id: SubId::new(i),
                     queue: queue.clone(),
                     deleted: Default::default(),
+                    handshake_ms: Default::default(),
                 })
             })
             .collect();
@@ -192,6 +228,7 @@ impl Gateway {
             metrics,
             max_body: config.max_body_bytes,
             data_dir: config.data_dir.clone(),
+            closed: tokio::sync::watch::Sender::new(false),
         });
         if let Backend::Jetstream(q) = &*gw.queue {
             // Counts changed by other replicas (or redeliveries) reach the gauge and demand.
@@ -242,9 +279,47 @@ impl Gateway {
         self.demand.changed(sub.id, |s| self.queue.pending(s));
     }
 
-    /// Up to `max` events of `sub` to deliver, waiting for some (see [`EventQueue::take`]).
+    /// Up to `max` events of `sub` to deliver, waiting for some (see [`EventQueue::take`]);
+    /// empty once the gateway is closed.
     pub(crate) async fn take(&self, sub: &Subscription, max: usize) -> Vec<Item> {
-        self.queue.take(sub.id, max).await
+        let mut closed = self.closed.subscribe();
+        tokio::select! {
+            items = self.queue.take(sub.id, max) => items,
+            _ = closed.wait_for(|c| *c) => Vec::new(),
+        }
+    }
+
+    /// Stops this gateway (it is being replaced by one with another configuration): delivery
+    /// workers finish the batch in hand and stop, housekeeping stops, and with JetStream the
+    /// events taken but not handed out go back to the server at once for the next gateway.
+    /// Webhook requests still holding this gateway are answered as usual.
+    pub async fn close(&self) {
+        self.closed.send_replace(true);
+        if let Backend::Jetstream(q) = &*self.queue {
+            q.close().await;
+        }
+    }
+
+    /// Whether [`Gateway::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Writes `items` to the JetStream dead-letter stream `stream`.
+    pub(crate) async fn dead_letter_to_stream(
+        &self,
+        sub: &Subscription,
+        stream: &str,
+        items: &[Item],
+        reason: &str,
+    ) -> Result<(), String> {
+        match &*self.queue {
+            Backend::Jetstream(q) => q
+                .dead_letter(sub.id, stream, items, reason)
+                .await
+                .map_err(|e| e.to_string()),
+            Backend::Embedded(_) => Err("dead_letter.stream needs the jetstream queue".into()),
+        }
     }
 
     /// Hands `items` out again after `delay`, in the background.
@@ -498,6 +573,7 @@ impl Gateway {
             );
         }
         tracing::info!(subscription = %sub.config.name, event_grid_subscription = given, "Event Grid subscription validated.");
+        sub.handshake_answered();
         Response {
             status: 200,
             headers: vec![("content-type".into(), "application/json".into())],
@@ -585,9 +661,13 @@ impl Gateway {
         Ok(())
     }
 
-    /// The queue's housekeeping (see [`EventQueue::maintain`]), for as long as the gateway runs.
+    /// The queue's housekeeping (see [`EventQueue::maintain`]), until the gateway is closed.
     pub async fn maintain(self: Arc<Self>) {
-        self.queue.maintain(&self.dedupe).await;
+        let mut closed = self.closed.subscribe();
+        tokio::select! {
+            () = self.queue.maintain(&self.dedupe) => {}
+            _ = closed.wait_for(|c| *c) => {}
+        }
     }
 
     /// The events of `subscription` waiting to be delivered (ready ones, in order).
@@ -630,6 +710,9 @@ fn handshake_answer(sub: &Subscription, req: &Request) -> Response {
         &sub.config.allowed_origins,
         sub.config.allowed_rate,
     );
+    if a.status == 200 {
+        sub.handshake_answered();
+    }
     Response {
         status: a.status,
         headers: a

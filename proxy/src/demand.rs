@@ -18,6 +18,7 @@ use rouse_core::Target;
 use rouse_core::feed::{DemandReport, FeedLine};
 use tokio::sync::broadcast;
 
+use crate::kubernetes::events::EventSource;
 use crate::state::ProxyState;
 
 /// Wakes pending for slow stream readers before they get a full snapshot instead.
@@ -28,6 +29,8 @@ const WAKE_BUFFER: usize = 1024;
 pub struct DemandFeed {
     id: Arc<str>,
     wakes: broadcast::Sender<(Arc<Target>, Instant)>,
+    /// The EventSubscriptions this replica serves (or not), reported with every snapshot.
+    events: Option<Arc<EventSource>>,
 }
 
 impl DemandFeed {
@@ -35,7 +38,14 @@ impl DemandFeed {
         DemandFeed {
             id: Arc::from(id),
             wakes: broadcast::channel(WAKE_BUFFER).0,
+            events: None,
         }
+    }
+
+    /// Reports `events`' subscriptions in every snapshot.
+    pub fn with_events(mut self, events: Arc<EventSource>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Relays `target`'s wakes to every stream, forever. One per target: it is the only reader
@@ -62,20 +72,20 @@ impl DemandFeed {
         );
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let start = (self.wakes.subscribe(), ticks, state);
+        let start = (self.wakes.subscribe(), ticks, state, self.events.clone());
         let body = futures::stream::once(async move { hello }).chain(futures::stream::unfold(
             start,
-            |(mut wakes, mut ticks, state)| async move {
+            |(mut wakes, mut ticks, state, events)| async move {
                 let chunk = tokio::select! {
                     woken = wakes.recv() => match woken {
                         Ok((target, at)) => demand_line(&target, Some(at)),
                         // Missed some wakes: a full snapshot says everything they would have.
-                        Err(broadcast::error::RecvError::Lagged(_)) => snapshot(&state),
+                        Err(broadcast::error::RecvError::Lagged(_)) => snapshot(&state, events.as_deref()),
                         Err(broadcast::error::RecvError::Closed) => return None,
                     },
-                    _ = ticks.tick() => snapshot(&state),
+                    _ = ticks.tick() => snapshot(&state, events.as_deref()),
                 };
-                Some((chunk, (wakes, ticks, state)))
+                Some((chunk, (wakes, ticks, state, events)))
             },
         ));
         StreamBody::new(body.map(|b| Ok(Frame::data(b))))
@@ -97,8 +107,9 @@ fn demand(target: &Target, wake: Option<Instant>) -> FeedLine {
 }
 
 /// A `tick` line (so a replica without routes still shows it is alive: empty chunks are never
-/// sent) and one line per routed target (a target shared by several routes appears once).
-fn snapshot(state: &ProxyState) -> Bytes {
+/// sent), one line per routed target (a target shared by several routes appears once) and one
+/// per EventSubscription in scope.
+fn snapshot(state: &ProxyState, events: Option<&EventSource>) -> Bytes {
     let snap = state.snapshot();
     let mut seen = std::collections::HashSet::new();
     let mut out = FeedLine::Tick.to_ndjson();
@@ -106,6 +117,9 @@ fn snapshot(state: &ProxyState) -> Bytes {
         if seen.insert(rs.target.name.as_str()) {
             out.extend_from_slice(&demand(&rs.target, None).to_ndjson());
         }
+    }
+    for report in events.map(EventSource::reports).unwrap_or_default() {
+        out.extend_from_slice(&FeedLine::Events(report).to_ndjson());
     }
     Bytes::from(out)
 }

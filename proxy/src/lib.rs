@@ -3,8 +3,8 @@
 //!
 //! Where things are: [`forward`] (the request lifecycle, pingora phases), [`hold`] (the hold
 //! queue and its caps), [`balance`] (endpoint choice), [`state`] (everything shared), [`admin`]
-//! (metrics and introspection), [`tls`], [`drain`], [`config`] and [`server`] (assembly); [`kubernetes`] feeds
-//! routes and endpoints from the API server and [`demand`] streams demand to the controller.
+//! (metrics and introspection), [`event_gateway`] (the webhook gateway the listener serves), [`tls`], [`drain`], [`config`] and [`server`] (assembly); [`kubernetes`] feeds
+//! routes, endpoints and event subscriptions from the API server and [`demand`] streams demand to the controller.
 
 pub mod admin;
 pub mod balance;
@@ -12,6 +12,7 @@ pub mod config;
 pub mod delivery_guard;
 pub mod demand;
 pub mod drain;
+pub mod event_gateway;
 pub mod forward;
 pub mod hold;
 pub mod kubernetes;

@@ -29,8 +29,8 @@ enum Command {
     CheckConfig { config: PathBuf },
     /// Run the proxy on Kubernetes: routes from HTTPScaledObjects, endpoints from the target
     /// Services' EndpointSlices, demand streamed to `rouse-controller` (in-cluster config, or
-    /// KUBECONFIG).
-    Kubernetes(KubernetesArgs),
+    /// KUBECONFIG); EventSubscriptions served as webhooks with the queue on NATS JetStream.
+    Kubernetes(Box<KubernetesArgs>),
 }
 
 #[derive(clap::Args)]
@@ -62,6 +62,22 @@ struct KubernetesArgs {
     /// Readiness fails this long before listeners close, so Services stop sending.
     #[arg(long, env = "ROUSE_READINESS_DELAY_MS", default_value_t = 0)]
     readiness_delay_ms: u64,
+    /// NATS server(s) of the event queue (`nats://host:port`, comma-separated seeds, `tls://`
+    /// for TLS). Without it, EventSubscriptions are not served (and reported so).
+    #[arg(long, env = "ROUSE_NATS_URL")]
+    nats_url: Option<String>,
+    /// The JetStream stream of accepted events (shared by every replica).
+    #[arg(long, env = "ROUSE_NATS_STREAM", default_value = "ROUSE_EVENTS")]
+    nats_stream: String,
+    /// Copies of each event in the NATS cluster: 1 (one server) or 3 (survives losing one).
+    #[arg(long, env = "ROUSE_NATS_REPLICAS", default_value_t = 1)]
+    nats_replicas: usize,
+    /// A NATS `.creds` file (user JWT and NKey seed), e.g. mounted from a Secret.
+    #[arg(long, env = "ROUSE_NATS_CREDENTIALS")]
+    nats_credentials: Option<std::path::PathBuf>,
+    /// Milliseconds a webhook request waits for JetStream's acknowledgement before 503.
+    #[arg(long, env = "ROUSE_NATS_PUBLISH_TIMEOUT_MS", default_value_t = 5000)]
+    nats_publish_timeout_ms: u64,
 }
 
 /// sysexits' EX_USAGE: bad configuration.
@@ -106,6 +122,7 @@ fn main() -> ExitCode {
 }
 
 fn run_kubernetes(args: &KubernetesArgs) -> ExitCode {
+    use rouse_eventgrid::config::JetstreamConfig;
     use rouse_proxy::config::{DrainConfig, ProxySettings};
     let settings = ProxySettings {
         listen: args.listen,
@@ -137,9 +154,37 @@ fn run_kubernetes(args: &KubernetesArgs) -> ExitCode {
         }
         return ExitCode::from(EX_USAGE);
     }
+    let queue = args.nats_url.as_ref().map(|url| JetstreamConfig {
+        url: url.clone(),
+        stream: args.nats_stream.clone(),
+        replicas: args.nats_replicas,
+        credentials_file: args.nats_credentials.clone(),
+        publish_timeout_ms: args.nats_publish_timeout_ms,
+    });
+    if let Some(q) = &queue {
+        let errors = q.validate();
+        if !errors.is_empty() {
+            const FLAGS: [(&str, &str); 4] = [
+                ("event_gateway.queue.url", "--nats-url"),
+                ("event_gateway.queue.stream", "--nats-stream"),
+                ("event_gateway.queue.replicas", "--nats-replicas"),
+                (
+                    "event_gateway.queue.publish_timeout_ms",
+                    "--nats-publish-timeout-ms",
+                ),
+            ];
+            for e in errors {
+                let e = FLAGS
+                    .iter()
+                    .fold(e, |e, (field, flag)| e.replacen(field, flag, 1));
+                eprintln!("error: {e}");
+            }
+            return ExitCode::from(EX_USAGE);
+        }
+    }
     let scope = rouse_proxy::kubernetes::Scope::parse(&args.namespaces);
     exit_code(rouse_proxy::server::run_kubernetes(
-        settings, scope, &args.id,
+        settings, scope, &args.id, queue,
     ))
 }
 

@@ -16,9 +16,10 @@ use rouse_local::{LocalMetrics, LocalPlatform};
 use rouse_scale::{ScaleMetrics, autoscale};
 
 use crate::config::{LocalConfig, ProxySettings};
-use crate::delivery_guard::{DELIVERY_TOKEN_HEADER, DeliveryGuard};
+use crate::delivery_guard::DeliveryGuard;
 use crate::demand::DemandFeed;
 use crate::drain::{DrainSignal, wait_drained};
+use crate::event_gateway::{EventGateway, GatewaySlot, start_delivery};
 use crate::forward::Forwarder;
 use crate::hold::Caps;
 use crate::kubernetes::Scope;
@@ -38,9 +39,13 @@ enum Platform {
         config: Box<LocalConfig>,
         scale_metrics: ScaleMetrics,
     },
-    /// Routes and endpoints come from the API server; a separate controller reads the demand
-    /// feed and scales.
-    Kubernetes { scope: Scope, feed: DemandFeed },
+    /// Routes, endpoints and event subscriptions come from the API server; a separate
+    /// controller reads the demand feed and scales.
+    Kubernetes {
+        scope: Scope,
+        feed: DemandFeed,
+        events: Arc<crate::kubernetes::events::EventSource>,
+    },
 }
 
 /// Everything that is not the request path, run on its own runtime.
@@ -50,14 +55,7 @@ struct ControlPlane {
     settings: ProxySettings,
     admin: std::sync::Mutex<Option<std::net::TcpListener>>,
     certs: Option<Arc<CertStore>>,
-    gateway: Option<EventGateway>,
-}
-
-/// The event gateway and the guard of its delivery paths.
-#[derive(Clone)]
-struct EventGateway {
-    gateway: Arc<Gateway>,
-    guard: Arc<DeliveryGuard>,
+    events: Arc<GatewaySlot>,
 }
 
 #[async_trait]
@@ -71,33 +69,14 @@ impl BackgroundService for ControlPlane {
         if let Some(listener) = admin {
             tokio::spawn(crate::admin::serve(listener, self.state.clone(), feed));
         }
-        if let Some(EventGateway { gateway: gw, guard }) = &self.gateway {
-            // Deliveries go through this proxy's own listener with the app's Host, so they are
-            // held for a cold target and wake it; the delivery token opens the app's reserved
-            // delivery path. Never sent to a `target.url` outside this process.
-            let listen = self.settings.listen;
-            let hosts = match &self.platform {
-                Platform::Local { config, .. } => config
-                    .apps
-                    .iter()
-                    .map(|a| (a.route.name.clone(), crate::config::delivery_host(&a.route)))
-                    .collect::<std::collections::HashMap<_, _>>(),
-                Platform::Kubernetes { .. } => Default::default(),
-            };
-            rouse_eventgrid::deliver::start(gw, |sub| {
-                let t = &sub.config.target;
-                let app_host = t.app.as_ref().and_then(|a| hosts.get(a).cloned().flatten());
-                let through_proxy = t.url.is_none();
-                rouse_eventgrid::deliver::Destination {
-                    base: t.url.clone().unwrap_or_else(|| format!("http://{listen}")),
-                    host: t.host.clone().or(app_host),
-                    headers: through_proxy
-                        .then(|| (DELIVERY_TOKEN_HEADER.to_string(), guard.token().to_string()))
-                        .into_iter()
-                        .collect(),
-                }
-            });
-            tokio::spawn(gw.clone().maintain());
+        if let (Some(ev), Platform::Local { config, .. }) = (self.events.current(), &self.platform)
+        {
+            let hosts = config
+                .apps
+                .iter()
+                .map(|a| (a.route.name.clone(), crate::config::delivery_host(&a.route)))
+                .collect();
+            start_delivery(&ev, self.settings.listen, &hosts);
         }
         if let (Some(certs), Some(tls)) = (&self.certs, &self.settings.tls) {
             tokio::spawn(
@@ -125,7 +104,11 @@ impl BackgroundService for ControlPlane {
                 }
                 Some(tokio::spawn(platform.clone().run(stop_rx)))
             }
-            Platform::Kubernetes { scope, feed } => {
+            Platform::Kubernetes {
+                scope,
+                feed,
+                events,
+            } => {
                 let client = match kube::Client::try_default().await {
                     Ok(c) => c,
                     Err(e) => {
@@ -134,10 +117,16 @@ impl BackgroundService for ControlPlane {
                     }
                 };
                 tokio::spawn(crate::kubernetes::run(
-                    client,
+                    client.clone(),
                     scope.clone(),
                     self.state.clone(),
                     feed.clone(),
+                ));
+                tokio::spawn(events.clone().run(
+                    client,
+                    scope.clone(),
+                    self.state.clone(),
+                    self.settings.listen,
                 ));
                 None
             }
@@ -160,22 +149,36 @@ impl BackgroundService for ControlPlane {
 
 /// Builds and runs the proxy for Kubernetes: routes and endpoints from the API server (watch
 /// `scope`), demand streamed to the controller on the admin listener as replica `id`.
-pub fn run_kubernetes(settings: ProxySettings, scope: Scope, id: &str) -> anyhow::Result<()> {
+///
+/// With `queue` (NATS JetStream), the `EventSubscription`s in scope are served as webhooks on
+/// the same listener; without it they are reported to the controller as not served.
+pub fn run_kubernetes(
+    settings: ProxySettings,
+    scope: Scope,
+    id: &str,
+    queue: Option<rouse_eventgrid::config::JetstreamConfig>,
+) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let state = ProxyState::new(
         Caps {
             max_requests: settings.max_held_requests,
             max_bytes: settings.max_held_bytes,
         },
-        Metrics::new(registry),
+        Metrics::new(registry.clone()),
     );
     // Not ready until the first routing table is read (see `ProxyState::is_synced`).
     state.set_synced(false);
+    let events = Arc::new(crate::kubernetes::events::EventSource::new(
+        queue,
+        rouse_eventgrid::metrics::Metrics::new(&registry),
+    ));
+    let slot = events.slot.clone();
     let platform = Platform::Kubernetes {
         scope,
-        feed: DemandFeed::new(id),
+        feed: DemandFeed::new(id).with_events(events.clone()),
+        events,
     };
-    serve(settings, state, platform, None, 0)
+    serve(settings, state, platform, slot, 0)
 }
 
 /// Builds and runs the local all-in-one server. Returns only after a fast shutdown; a graceful
@@ -213,6 +216,7 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
         Some(gw_config) => Some(open_gateway(gw_config, &config, &state, &registry)?),
         None => None,
     };
+    let gateway = Arc::new(GatewaySlot::new(gateway));
     let settings = config.proxy.clone();
     let platform = Platform::Local {
         platform,
@@ -263,7 +267,7 @@ fn serve(
     p: ProxySettings,
     state: Arc<ProxyState>,
     platform: Platform,
-    gateway: Option<EventGateway>,
+    events: Arc<GatewaySlot>,
     stop_secs: u64,
 ) -> anyhow::Result<()> {
     let admin = std::net::TcpListener::bind(p.admin_listen)
@@ -304,8 +308,7 @@ fn serve(
         &server.configuration,
         Forwarder {
             state: state.clone(),
-            gateway: gateway.as_ref().map(|g| g.gateway.clone()),
-            delivery_guard: gateway.as_ref().map(|g| g.guard.clone()),
+            events: events.clone(),
         },
         "rouse-proxy",
     );
@@ -342,7 +345,7 @@ fn serve(
             settings: p.clone(),
             admin: std::sync::Mutex::new(Some(admin)),
             certs,
-            gateway,
+            events,
         },
     ));
 

@@ -26,6 +26,9 @@ pub const PATH_CONFLICT: &str = "PathConflict";
 pub mod status {
     pub const TRUE: &str = "True";
     pub const FALSE: &str = "False";
+    /// Not known yet: e.g. an EventSubscription's `SecretFound` while no proxy replica serves it
+    /// (only the proxies read Secrets, so nobody has looked).
+    pub const UNKNOWN: &str = "Unknown";
 }
 
 /// Reasons, of conditions and of the Warning Events sent when a condition turns bad.

@@ -3,6 +3,7 @@
 //! test fails when the two drift apart.
 
 pub mod conditions;
+mod event_claims;
 mod event_subscription;
 mod http_scaled_object;
 mod route;
@@ -14,6 +15,7 @@ pub use http_scaled_object::{
     ScalingMetricSpec,
 };
 
+pub use event_claims::{path_claims, subscription_key, subscription_path_claims};
 pub use event_subscription::{
     DeadLetterSpec, DeliveryBatching, DeliveryFormat, EntraAuth, EventAuth, EventDelivery,
     EventRetry, EventSchema, EventSubscription, EventSubscriptionSpec, EventSubscriptionStatus,

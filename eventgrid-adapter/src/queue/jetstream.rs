@@ -8,7 +8,7 @@
 //! | `take` | a pull from the subscription's durable consumer, for all its workers in this process (explicit ack, `AckWait` = delivery timeout + 5 s); an in-progress ack keeps a delivery that outlives half of it |
 //! | `requeue(delay)` | `Nak` with the delay |
 //! | `retire(Delivered)` | `Ack` (confirmed by the server) |
-//! | `retire(DeadLettered)` | `Term`, once the delivery side wrote the dead-letter file |
+//! | `retire(DeadLettered)` | `Term`, once the delivery side wrote the dead letter (a file, or with `dead_letter: {stream: …}` a message on `rouse-dead.<stream>.<subscription>` in that stream, reason and attempts in headers: [`Jetstream::dead_letter`]) |
 //! | `pending` | the consumer's `num_pending + num_ack_pending`, cached: adjusted on push/retire, refreshed from the server in `maintain` |
 //!
 //! The stream is a work queue (an acknowledged or terminated event is removed), on file storage,
@@ -22,11 +22,11 @@
 //! sender was answered 503 and retries; its retry carries the same `Nats-Msg-Id`s, which the
 //! stream absorbs, so each event is still delivered once (within the duplicate window).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::IntoFuture;
 #[cfg(any(test, feature = "test-util"))]
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,7 @@ use futures::future::join_all;
 use tokio::sync::{Notify, OnceCell};
 
 use super::{EventQueue, Item, QueueError, SubId};
-use crate::config::{JetstreamConfig, SubscriptionConfig};
+use crate::config::{DeadLetter, JetstreamConfig, SubscriptionConfig};
 use crate::dedupe::Dedupe;
 use crate::store::{Event, Outcome};
 
@@ -57,6 +57,14 @@ const MAX_PULL: usize = 1000;
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Added to the delivery timeout to make `AckWait` (reading the answer takes up to 5 s more).
 const ACK_WAIT_SLACK: Duration = Duration::from_secs(5);
+/// How often a dead-letter count is read from its stream (one request per subscription).
+const DEAD_COUNT_EVERY: Duration = Duration::from_secs(5);
+/// A dead-letter count not read yet (or not readable).
+const UNKNOWN: u64 = u64::MAX;
+/// Headers of a dead-letter message.
+pub const DEAD_LETTER_REASON: &str = "Rouse-Dead-Letter-Reason";
+pub const DEAD_LETTER_ATTEMPTS: &str = "Rouse-Attempts";
+pub const DEAD_LETTER_SUBSCRIPTION: &str = "Rouse-Subscription";
 /// How long setting up waits for the first connection.
 const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// The longest pause between two reconnection attempts.
@@ -87,6 +95,10 @@ struct Lane {
     pulling: tokio::sync::Mutex<()>,
     /// Handed out, by stream sequence.
     held: Mutex<HashMap<u64, Held>>,
+    /// `(stream, subject)` of the dead letters, with `dead_letter: {stream: …}`.
+    dead: Option<(String, String)>,
+    /// Messages on `dead`'s subject, as last read ([`UNKNOWN`] until then).
+    dead_count: AtomicU64,
 }
 
 /// What exists once the stream and the consumers are in place.
@@ -111,6 +123,10 @@ pub struct Jetstream {
     refresh: Notify,
     /// Called when `maintain` finds a pending count changed (by another replica, a redelivery).
     on_change: OnceLock<OnChange>,
+    /// Dead-letter streams known to exist.
+    dead_streams: tokio::sync::Mutex<HashSet<String>>,
+    /// Set by [`Jetstream::close`]: takes end, stashed events go back to the server.
+    closed: std::sync::atomic::AtomicBool,
     #[cfg(any(test, feature = "test-util"))]
     fail: AtomicBool,
 }
@@ -157,6 +173,14 @@ impl Jetstream {
                 stash: Mutex::default(),
                 pulling: tokio::sync::Mutex::new(()),
                 held: Mutex::default(),
+                dead: match &c.dead_letter {
+                    Some(DeadLetter::Stream(d)) => Some((
+                        d.stream.clone(),
+                        format!("rouse-dead.{}.{}", d.stream, c.name),
+                    )),
+                    _ => None,
+                },
+                dead_count: AtomicU64::new(UNKNOWN),
             })
             .collect();
         let longest = subscriptions
@@ -174,6 +198,8 @@ impl Jetstream {
             setting_up: tokio::sync::Mutex::new(()),
             refresh: Notify::new(),
             on_change: OnceLock::new(),
+            dead_streams: tokio::sync::Mutex::default(),
+            closed: Default::default(),
             #[cfg(any(test, feature = "test-util"))]
             fail: AtomicBool::new(false),
         }
@@ -207,6 +233,116 @@ impl Jetstream {
     #[cfg(any(test, feature = "test-util"))]
     pub fn inject_failure(&self, fail: bool) {
         self.fail.store(fail, Ordering::Relaxed);
+    }
+
+    /// Events of `sub` in its dead-letter stream, as last read; `None` without a dead-letter
+    /// stream or before the first read.
+    pub fn dead_lettered(&self, sub: SubId) -> Option<u64> {
+        let lane = self.lane(sub);
+        lane.dead.as_ref()?;
+        Some(lane.dead_count.load(Ordering::Relaxed)).filter(|n| *n != UNKNOWN)
+    }
+
+    /// Stops handing out events (a replaced gateway): pending `take`s return empty, and events
+    /// taken from the server but not handed out go back at once (`Nak`), rather than after
+    /// `AckWait`. Deliveries already running finish and are acknowledged as usual.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        for lane in &self.lanes {
+            let stashed: Vec<Item> = lock(&lane.stash).drain(..).collect();
+            let ackers: Vec<Arc<Acker>> = {
+                let mut held = lock(&lane.held);
+                stashed
+                    .iter()
+                    .filter_map(|i| held.remove(&i.event.seq).map(|h| h.acker))
+                    .collect()
+            };
+            for acker in ackers {
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+            }
+        }
+    }
+
+    /// Publishes `items` to the dead-letter stream `stream` (created if missing), one message
+    /// per event (its JSON as the body; reason, attempts and subscription in headers), and waits
+    /// for every publish ack. `Nats-Msg-Id` is the event's, so a repeat is absorbed.
+    pub async fn dead_letter(
+        &self,
+        sub: SubId,
+        stream: &str,
+        items: &[Item],
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let lane = self.lane(sub);
+        let subject = format!("rouse-dead.{stream}.{}", lane.name);
+        let ready = self.ready().await?;
+        self.ensure_dead_stream(&ready, stream).await?;
+        let mut acks = Vec::with_capacity(items.len());
+        for i in items {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(DEAD_LETTER_REASON, header_safe(reason).as_str());
+            headers.insert(DEAD_LETTER_ATTEMPTS, (i.attempts + 1).to_string().as_str());
+            headers.insert(DEAD_LETTER_SUBSCRIPTION, lane.name.as_str());
+            let publish = PublishMessage::build()
+                .payload(i.event.json.clone().into_bytes().into())
+                .headers(headers)
+                .message_id(message_id(&lane.name, &i.event.key));
+            let ack = ready
+                .js
+                .send_publish(subject.clone(), publish)
+                .await
+                .map_err(|e| unavailable("dead-letter publish", e))?;
+            acks.push(ack);
+        }
+        for ack in join_all(acks.into_iter().map(|a| a.into_future())).await {
+            ack.map_err(|e| unavailable("dead-letter publish ack", e))?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_dead_stream(&self, ready: &Ready, stream: &str) -> Result<(), QueueError> {
+        let mut known = self.dead_streams.lock().await;
+        if known.contains(stream) {
+            return Ok(());
+        }
+        ready
+            .js
+            .create_or_update_stream(stream::Config {
+                name: stream.to_string(),
+                description: Some("Rouse event gateway: dead-lettered events".into()),
+                subjects: vec![format!("rouse-dead.{stream}.>")],
+                storage: stream::StorageType::File,
+                num_replicas: self.config.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&format!("dead-letter stream {stream}"), e))?;
+        known.insert(stream.to_string());
+        Ok(())
+    }
+
+    /// Reads each dead-letter count (at most every [`DEAD_COUNT_EVERY`]).
+    async fn count_dead(&self, ready: &Ready) {
+        for lane in &self.lanes {
+            let Some((stream, subject)) = &lane.dead else {
+                continue;
+            };
+            let count = match ready.js.get_stream_no_info(stream).await {
+                Ok(s) => match s.info_with_subjects(subject).await {
+                    Ok(mut subjects) => {
+                        let mut n = 0;
+                        while let Some(Ok((_, c))) = subjects.next().await {
+                            n += c as u64;
+                        }
+                        n
+                    }
+                    Err(_) => continue,
+                },
+                // No stream yet: nothing was dead-lettered.
+                Err(_) => 0,
+            };
+            lane.dead_count.store(count, Ordering::Relaxed);
+        }
     }
 
     fn lane(&self, sub: SubId) -> &Lane {
@@ -531,6 +667,9 @@ impl EventQueue for Jetstream {
         let lane = self.lane(sub);
         let max = max.max(1);
         loop {
+            if self.closed.load(Ordering::Relaxed) {
+                return Vec::new();
+            }
             if let Some(items) = Self::from_stash(lane, max) {
                 return items;
             }
@@ -638,17 +777,49 @@ impl EventQueue for Jetstream {
         if let Err(e) = self.ready().await {
             tracing::warn!(error = %e, "JetStream queue not ready yet; will retry.");
         }
-        loop {
+        let mut counted: Option<Instant> = None;
+        while !self.closed.load(Ordering::Relaxed) {
             // Woken early by push/retire; several wake-ups in one tick make one refresh.
             let _ = tokio::time::timeout(REFRESH_EVERY, self.refresh.notified()).await;
             self.tick().await;
+            let ready = lock(&self.ready).clone();
+            if counted.is_none_or(|at| at.elapsed() >= DEAD_COUNT_EVERY)
+                && let Some(ready) = ready
+            {
+                self.count_dead(&ready).await;
+                counted = Some(Instant::now());
+            }
         }
     }
 }
 
+/// A reason as a header value: one line, printable ASCII, at most 512 bytes.
+fn header_safe(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(512)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::message_id;
+    use super::{header_safe, message_id};
+
+    #[test]
+    fn dead_letter_reasons_fit_in_one_header_line() {
+        assert_eq!(
+            header_safe("target answered 400\r\nX: y é"),
+            "target answered 400??X: y ?"
+        );
+        assert_eq!(header_safe(&"a".repeat(600)).len(), 512);
+    }
 
     #[test]
     fn message_ids_are_header_safe_and_keep_distinct_keys_distinct() {

@@ -25,7 +25,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use rouse_core::{UpstreamProtocol, normalize_path};
 
-use crate::delivery_guard::{DELIVERY_TOKEN_HEADER, DeliveryGuard, Verdict};
+use crate::delivery_guard::{DELIVERY_TOKEN_HEADER, Verdict};
+use crate::event_gateway::GatewaySlot;
 use crate::hold::{EndpointSlot, acquire};
 use crate::state::{ActiveRequest, ProxyState, RouteState};
 use respond::{Reason, write_error};
@@ -43,10 +44,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The data plane's request handler. Stateless itself: all state lives in [`ProxyState`].
 pub struct Forwarder {
     pub state: Arc<ProxyState>,
-    /// Event Grid / CloudEvents webhooks on this listener, if configured.
-    pub gateway: Option<Arc<rouse_eventgrid::Gateway>>,
-    /// The gateway's delivery paths, reserved for its deliveries (with a gateway only).
-    pub delivery_guard: Option<Arc<DeliveryGuard>>,
+    /// Event Grid / CloudEvents webhooks on this listener and the guard of their delivery
+    /// paths, if configured (replaced whole on Kubernetes when EventSubscriptions change).
+    pub events: Arc<GatewaySlot>,
 }
 
 /// Per-request state carried across pingora's phases.
@@ -153,11 +153,12 @@ impl ProxyHttp for Forwarder {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if let Some(gw) = &self.gateway
-            && let Some(sub) = gw.subscription_for(session.req_header().uri.path())
+        let events = self.events.current();
+        if let Some(ev) = &events
+            && let Some(sub) = ev.gateway.subscription_for(session.req_header().uri.path())
         {
             let sub = sub.clone();
-            webhook::serve(session, gw, &sub).await?;
+            webhook::serve(session, &ev.gateway, &sub).await?;
             return Ok(true);
         }
         let snapshot = self.state.snapshot();
@@ -179,7 +180,7 @@ impl ProxyHttp for Forwarder {
             write_error(session, None, Reason::NoRoute, Some(&ctx.host), 0, None).await?;
             return Ok(true);
         };
-        if let Some(guard) = &self.delivery_guard {
+        if let Some(guard) = events.as_ref().map(|e| &e.guard) {
             let presented = req
                 .headers
                 .get(DELIVERY_TOKEN_HEADER)

@@ -1,11 +1,13 @@
 //! The Kubernetes platform of the proxy (`rouse kubernetes`): routes from `HTTPScaledObject`s,
-//! endpoints from each target Service's EndpointSlices. The proxy never scales anything here: it
+//! endpoints from each target Service's EndpointSlices, webhooks from `EventSubscription`s
+//! ([`events`]). The proxy never scales anything here: it
 //! streams demand and wakes to the controller (see [`crate::demand`]).
 //!
 //! State stays where it is in local mode ([`ProxyState`]); this module only feeds it. When the
 //! API server is unreachable the watches retry with backoff and the last table keeps routing.
 
 pub mod endpoints;
+pub mod events;
 
 use std::collections::HashMap;
 use std::sync::Arc;
