@@ -561,6 +561,39 @@ async fn retry_after_is_honoured_and_exhausted_events_are_dead_lettered() {
         "reason: {reason}"
     );
     assert_eq!(gw.metrics.dead_lettered.with_label_values(&["fn"]).get(), 1);
+    drop(gw);
+
+    // `dead_letter: {stream: …}`: the event goes to that stream instead, with the reason and
+    // attempts in headers, and the subscription counts it.
+    let dir = tempfile::tempdir().expect("tmp");
+    let (addr, _seen) = target(|_| Reply::Status(400)).await;
+    let gw = open(
+        dir.path(),
+        &jetstream(&nats, "E3"),
+        addr,
+        "    delivery: {retry: {max_attempts: 3, initial_backoff_ms: 10}}\n    dead_letter: {stream: DEAD3}\n",
+    );
+    assert_eq!(post(&gw, batch(9..10)).await.status, 200);
+    nats.wait_drained("E3", "fn").await;
+    let c = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(c);
+    let stream = js.get_stream("DEAD3").await.expect("dead-letter stream created");
+    let m = stream
+        .get_last_raw_message_by_subject("rouse-dead.DEAD3.fn")
+        .await
+        .expect("a dead letter");
+    let body: serde_json::Value = serde_json::from_slice(&m.payload).expect("event json");
+    assert_eq!(body["id"], "ev-9");
+    let h = &m.headers;
+    let reason = h.get("Rouse-Dead-Letter-Reason").expect("reason").as_str();
+    assert!(reason.contains("400"), "reason: {reason}");
+    assert_eq!(h.get("Rouse-Attempts").expect("attempts").as_str(), "1", "400 is final");
+    assert!(!dir.path().join("dead-letter").exists(), "no file");
+    let sub = gw.subscription_for("/events").expect("sub").clone();
+    wait_for("the dead-letter count", Duration::from_secs(20), || {
+        sub.dead_lettered() == Some(1)
+    })
+    .await;
 }
 
 /// Not a benchmark: pushes a 1000-event request and waits for all deliveries, on the embedded

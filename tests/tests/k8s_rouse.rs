@@ -24,6 +24,14 @@ async fn the_manifests_apply_server_side_and_the_example_app_is_accepted() {
             .unwrap_or_else(|e| panic!("manifests/{name}: {e:#}"));
         assert!(!applied.is_empty(), "{name} has objects");
     }
+    for (name, yaml) in k8s::EXAMPLES {
+        for _ in 0..2 {
+            let applied = k8s::apply_yaml(&client, yaml, "rouse-e2e")
+                .await
+                .unwrap_or_else(|e| panic!("manifests/{name}: {e:#}"));
+            assert!(!applied.is_empty(), "{name} has objects");
+        }
+    }
     let example = include_str!("../../manifests/examples/hello/app.yaml");
     let applied = k8s::apply_yaml(&client, example, "rouse-e2e")
         .await

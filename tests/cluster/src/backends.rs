@@ -6,6 +6,8 @@
 //! Pod annotations change a backend's behaviour while it runs:
 //! - `rouse.dev/test-delay-ms: "250"`: wait before answering;
 //! - `rouse.dev/test-status: "503"`: answer with this status.
+//!
+//! Every `POST` a backend answers is recorded ([`posts`]): tests check what was delivered.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -61,6 +63,31 @@ fn behaviour(pod: &Pod) -> Behaviour {
             .and_then(|v| v.parse().ok())
             .unwrap_or(200),
     }
+}
+
+/// One `POST` a backend answered (with a 2xx or not).
+#[derive(Debug, Clone)]
+pub struct Post {
+    pub namespace: String,
+    pub pod: String,
+    pub status: u16,
+    /// Path and query.
+    pub target: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+static POSTS: std::sync::Mutex<Vec<Post>> = std::sync::Mutex::new(Vec::new());
+
+/// The `POST`s answered so far by pods of `namespace` whose name starts with `pod_prefix`.
+pub fn posts(namespace: &str, pod_prefix: &str) -> Vec<Post> {
+    POSTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|p| p.namespace == namespace && p.pod.starts_with(pod_prefix))
+        .cloned()
+        .collect()
 }
 
 /// The pod IP range this supervisor serves (KWOK's `--cidr`); nothing outside it is bound, so a
@@ -128,7 +155,12 @@ fn wanted(pod: &Pod, range: PodRange) -> Vec<SocketAddr> {
     ports.into_iter().map(|p| SocketAddr::new(ip, p)).collect()
 }
 
-async fn serve(listener: tokio::net::TcpListener, name: String, behaviour: Arc<RwLock<Behaviour>>) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    namespace: String,
+    name: String,
+    behaviour: Arc<RwLock<Behaviour>>,
+) {
     // Connections belong to this task: when the pod goes away and the task is aborted, the set
     // drops and aborts them, so no kept-alive connection keeps answering for a dead pod.
     let mut connections = tokio::task::JoinSet::new();
@@ -138,12 +170,35 @@ async fn serve(listener: tokio::net::TcpListener, name: String, behaviour: Arc<R
         };
         while connections.try_join_next().is_some() {}
         let (name, behaviour) = (name.clone(), behaviour.clone());
+        let namespace = namespace.clone();
         connections.spawn(async move {
-            let svc = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let b = behaviour.read().map(|b| b.clone()).unwrap_or_default();
                 let name = name.clone();
+                let namespace = namespace.clone();
                 async move {
                     tokio::time::sleep(b.delay).await;
+                    if req.method() == http::Method::POST {
+                        use http_body_util::BodyExt;
+                        let (head, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
+                        POSTS.lock().unwrap_or_else(|p| p.into_inner()).push(Post {
+                            namespace,
+                            pod: name.clone(),
+                            status: b.status,
+                            target: head
+                                .uri
+                                .path_and_query()
+                                .map_or("/", |p| p.as_str())
+                                .to_string(),
+                            headers: head.headers,
+                            body,
+                        });
+                    }
                     let resp = http::Response::builder()
                         .status(b.status)
                         .header("x-pod-name", &name)
@@ -170,6 +225,7 @@ async fn start(pod: &Pod, addrs: Vec<SocketAddr>) -> Option<Running> {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => running.tasks.push(tokio::spawn(serve(
                 l,
+                pod.namespace().unwrap_or_default(),
                 name.clone(),
                 running.behaviour.clone(),
             ))),

@@ -49,6 +49,32 @@ pub const MANIFESTS: &[(&str, &str)] = &[
         "base/controller.yaml",
         include_str!("../../../manifests/base/controller.yaml"),
     ),
+    (
+        "nats/nats.yaml",
+        include_str!("../../../manifests/nats/nats.yaml"),
+    ),
+];
+
+/// Examples applied by the manifests test once [`install`] has waited for the CRDs to be
+/// served (their objects are custom resources). Namespace `orders` is outside every test's
+/// `--namespaces`.
+pub const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "examples/events/app.yaml",
+        include_str!("../../../manifests/examples/events/app.yaml"),
+    ),
+    (
+        "examples/events/secret.yaml",
+        include_str!("../../../manifests/examples/events/secret.yaml"),
+    ),
+    (
+        "examples/events/rbac.yaml",
+        include_str!("../../../manifests/examples/events/rbac.yaml"),
+    ),
+    (
+        "examples/events/subscription.yaml",
+        include_str!("../../../manifests/examples/events/subscription.yaml"),
+    ),
 ];
 
 /// Server-side applies every document of `yaml` (any kind, resolved by discovery).
@@ -277,6 +303,8 @@ pub struct Env {
     pub http: HttpClient<HttpConnector, Full<Bytes>>,
     pub proxies: Vec<Proxy>,
     pub controllers: Vec<Controller>,
+    /// Added to every `rouse kubernetes` started from now on (e.g. `--nats-url`).
+    pub proxy_args: Vec<String>,
     proxy_kubeconfig: PathBuf,
     controller_kubeconfig: PathBuf,
 }
@@ -325,6 +353,7 @@ impl Env {
             http,
             proxies: Vec::new(),
             controllers: Vec::new(),
+            proxy_args: Vec::new(),
             proxy_kubeconfig,
             controller_kubeconfig,
         }
@@ -343,6 +372,7 @@ impl Env {
                 &admin.to_string(),
             ])
             .args(["--id", &format!("proxy-{i}")])
+            .args(&self.proxy_args)
             .env("KUBECONFIG", &self.proxy_kubeconfig)
             .env("ROUSE_LOG", "info,rouse_proxy=debug");
         let proc = Proc::spawn(&format!("proxy-{i}"), cmd);
