@@ -2,7 +2,8 @@
 //!
 //! Where things are: [`demand`] (every proxy replica's feed, summed per target: the scaling
 //! input), [`proxies`] (which replicas exist), [`lease`] (leader election), [`reconcile`] (the
-//! object watcher that runs one scaling loop per object and writes status), [`policy`] (CRD →
+//! object watcher that runs one scaling loop per object and writes status), [`subscriptions`]
+//! (`EventSubscription` status, from the proxies' reports), [`policy`] (CRD →
 //! [`rouse_scale::Policy`]), [`scaler`] (`/scale` of any scalable kind), [`external_scaler`]
 //! (KEDA's external-push scaler API), [`admin`] (`/metrics`, `/livez`, `/readyz`, `/proxies`).
 //! The decisions themselves are [`rouse_scale`]'s; this crate gathers inputs and applies them.
@@ -16,6 +17,7 @@ pub mod policy;
 pub mod proxies;
 pub mod reconcile;
 pub mod scaler;
+pub mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +74,16 @@ pub async fn run(
         leader_tx,
         stop.clone(),
     ));
+    let objects = reconcile::ObjectWatch::start(&opts.scope, &client);
+    let subscriptions = subscriptions::Reconciler {
+        client: client.clone(),
+        scope: opts.scope.clone(),
+        aggregate: aggregate.clone(),
+        recorder: recorder.clone(),
+        report_interval: opts.report_interval,
+    };
+    let subscriptions =
+        tokio::spawn(subscriptions.run(objects.reader(), leader_rx.clone(), stop.clone()));
     let reconciler = reconcile::Reconciler {
         client,
         scope: opts.scope.clone(),
@@ -81,6 +93,7 @@ pub async fn run(
         recorder,
         tick: opts.tick,
     };
-    reconciler.run(leader_rx, stop).await;
+    reconciler.run(objects, leader_rx, stop).await;
+    let _ = subscriptions.await;
     let _ = campaign.await;
 }

@@ -577,7 +577,10 @@ async fn retry_after_is_honoured_and_exhausted_events_are_dead_lettered() {
     nats.wait_drained("E3", "fn").await;
     let c = async_nats::connect(nats.url()).await.expect("connect");
     let js = async_nats::jetstream::new(c);
-    let stream = js.get_stream("DEAD3").await.expect("dead-letter stream created");
+    let stream = js
+        .get_stream("DEAD3")
+        .await
+        .expect("dead-letter stream created");
     let m = stream
         .get_last_raw_message_by_subject("rouse-dead.DEAD3.fn")
         .await
@@ -587,7 +590,11 @@ async fn retry_after_is_honoured_and_exhausted_events_are_dead_lettered() {
     let h = &m.headers;
     let reason = h.get("Rouse-Dead-Letter-Reason").expect("reason").as_str();
     assert!(reason.contains("400"), "reason: {reason}");
-    assert_eq!(h.get("Rouse-Attempts").expect("attempts").as_str(), "1", "400 is final");
+    assert_eq!(
+        h.get("Rouse-Attempts").expect("attempts").as_str(),
+        "1",
+        "400 is final"
+    );
     assert!(!dir.path().join("dead-letter").exists(), "no file");
     let sub = gw.subscription_for("/events").expect("sub").clone();
     wait_for("the dead-letter count", Duration::from_secs(20), || {

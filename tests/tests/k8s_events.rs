@@ -499,3 +499,70 @@ async fn nats_stopped_answers_503_acknowledging_nothing_and_recovers_on_its_own(
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_sigkilled_mid_delivery_leaves_every_acknowledged_event_to_the_other() {
+    let (mut env, _nats) = setup("evkill").await;
+    // Small batches, a short delivery timeout (AckWait = timeout + 5 s) and a slow target, so
+    // that replica 0 is in the middle of deliveries when it dies. The spec change itself
+    // replaces both replicas' gateways.
+    subscription(
+        &env,
+        "orders",
+        json!({"path": "/events/orders",
+               "auth": {"keySecretRef": {"name": "orders-keys"}, "keyQuery": "code"},
+               "target": {"httpScaledObject": "fn", "path": "/api/events"},
+               "delivery": {"batching": "per-batch", "maxEvents": 20, "concurrency": 2,
+                            "timeoutMs": 4000}}),
+    )
+    .await;
+    env.set_backend_delay("fn", 200).await;
+    let code = format!("/events/orders?code={KEY_ONE}");
+    for (i, from) in (0..2000).step_by(500).enumerate() {
+        let r = post(&env, i % 2, &code, &[NOTIFY], events(from, from + 500)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // Precondition: deliveries are under way when replica 0 dies ...
+    wait_for(
+        &env,
+        "deliveries under way",
+        Duration::from_secs(60),
+        || async { delivered(&env, "fn").len() >= 200 },
+    )
+    .await;
+    // ... and replica 0 is one of the deliverers (its own counter), with events left to do.
+    wait_for(
+        &env,
+        "replica 0 delivering",
+        Duration::from_secs(30),
+        || async {
+            let metrics = k8s::get(&env.http, env.proxies[0].admin, "/metrics", None).await;
+            metrics.is_ok_and(|m| {
+                m.body.lines().any(|l| {
+                    l.starts_with("rouse_events_delivered_total")
+                        && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0)
+                })
+            })
+        },
+    )
+    .await;
+    let before = delivered(&env, "fn").len();
+    env.proxies[0].proc.kill();
+    assert!(
+        before < 2000,
+        "replica 0 was killed before all deliveries ({before})"
+    );
+    wait_for(
+        &env,
+        "every acknowledged event delivered",
+        Duration::from_secs(120),
+        || async { delivered(&env, "fn").len() >= 2000 },
+    )
+    .await;
+    let counts = delivered(&env, "fn");
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    // At most the batches replica 0 had in flight: concurrency × maxEvents.
+    println!("killed replica: {duplicates} duplicate deliveries (batches in flight)");
+    assert!(duplicates <= 2 * 20, "{duplicates} duplicates");
+    assert!((0..2000).all(|n| counts.contains_key(&format!("e-{n}"))));
+}

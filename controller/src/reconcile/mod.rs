@@ -6,6 +6,9 @@
 //! One pass runs on every watch event and every [`RESYNC`]: `assess` each object from the
 //! watched state (pure), keep the scaling `loops` in step with it (leader only), then write its
 //! `status` (leader only; what to write is decided, purely, in `conditions`).
+//!
+//! The `HTTPScaledObject` watch ([`ObjectWatch`]) is shared: this reconciler drives it, and the
+//! EventSubscription reconciler ([`crate::subscriptions`]) reads its stores.
 
 mod assess;
 mod conditions;
@@ -61,9 +64,15 @@ struct State {
 }
 
 impl Reconciler {
-    /// Runs until `stop`; acts (scales, writes status) only while `leader` is true.
-    pub async fn run(self, mut leader: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
-        let mut watches = Watches::start(&self.scope, &self.client);
+    /// Runs until `stop`; acts (scales, writes status) only while `leader` is true. Drives
+    /// `objects` (its stores update as this loop polls its events).
+    pub async fn run(
+        self,
+        objects: ObjectWatch,
+        mut leader: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut watches = Watches::start(&self.scope, &self.client, objects);
         let mut state = State::default();
         let mut resync = tokio::time::interval(RESYNC);
         loop {
@@ -133,13 +142,67 @@ struct Watches {
     events: BoxStream<'static, Result<()>>,
 }
 
+/// The `HTTPScaledObject` watch, started once for the whole controller. The object reconciler
+/// drives it (polling its events is what updates the stores); the EventSubscription reconciler
+/// reads the same stores through [`ObjectWatch::reader`] rather than keeping a second watch and
+/// cache of every object.
+pub struct ObjectWatch {
+    stores: Vec<Store<HTTPScaledObject>>,
+    /// One item per watch event; each also marks `changed`.
+    events: BoxStream<'static, Result<()>>,
+    changed: watch::Sender<()>,
+}
+
+/// The objects of an [`ObjectWatch`], read-only, and a signal on every change.
+#[derive(Clone)]
+pub struct ObjectReader {
+    pub stores: Vec<Store<HTTPScaledObject>>,
+    /// Marked changed after every watch event of the objects (the stores already hold it);
+    /// closed once the object reconciler has stopped.
+    pub changed: watch::Receiver<()>,
+}
+
+impl ObjectWatch {
+    /// Starts watching `HTTPScaledObject`s in `scope` (nothing is read until the object
+    /// reconciler runs).
+    pub fn start(scope: &Scope, client: &Client) -> Self {
+        let (stores, events) = watch_all::<HTTPScaledObject>(scope, client);
+        let changed = watch::Sender::new(());
+        let notify = changed.clone();
+        let events = ticks("HTTPScaledObject", events)
+            .inspect(move |e| {
+                if e.is_ok() {
+                    notify.send_replace(());
+                }
+            })
+            .boxed();
+        ObjectWatch {
+            stores,
+            events,
+            changed,
+        }
+    }
+
+    /// Another reader of the same objects.
+    pub fn reader(&self) -> ObjectReader {
+        ObjectReader {
+            stores: self.stores.clone(),
+            changed: self.changed.subscribe(),
+        }
+    }
+}
+
 impl Watches {
-    fn start(scope: &Scope, client: &Client) -> Self {
-        let (objects, object_events) = watch_all::<HTTPScaledObject>(scope, client);
+    fn start(scope: &Scope, client: &Client, objects: ObjectWatch) -> Self {
+        let ObjectWatch {
+            stores: objects,
+            events: object_events,
+            changed: _,
+        } = objects;
         let (services, service_events) = watch_all::<Service>(scope, client);
         let (hpas, hpa_events) = watch_all::<HorizontalPodAutoscaler>(scope, client);
         let events = futures::stream::select_all([
-            ticks("HTTPScaledObject", object_events),
+            object_events,
             ticks("Service", service_events),
             ticks("HorizontalPodAutoscaler", hpa_events),
         ])
@@ -172,7 +235,7 @@ impl Watches {
 }
 
 /// `events` reduced to "something changed", its errors naming the watched `kind`.
-fn ticks<K: Send + 'static>(
+pub(crate) fn ticks<K: Send + 'static>(
     kind: &'static str,
     events: WatchEvents<K>,
 ) -> BoxStream<'static, Result<()>> {

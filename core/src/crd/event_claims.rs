@@ -20,7 +20,7 @@ pub fn subscription_key(o: &EventSubscription) -> String {
 
 /// A webhook path as the gateway matches it: exact, a trailing `/` ignored.
 fn normalised(path: &str) -> &str {
-    path
+    path.trim_end_matches('/')
 }
 
 /// Who keeps each webhook path. `claims` are `(key, creationTimestamp, spec.path)`, one per
