@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rouse_core::route::{Failover, Placeholder, failover_target, parse_failover_url};
 use rouse_core::{HeaderMatch, HostPattern, PathPrefix, Route, RouteLimits, UpstreamProtocol};
 use serde::Deserialize;
 
@@ -90,8 +91,48 @@ pub struct ColdStartConfig {
     pub max_held_requests: usize,
     /// Held bytes (head + declared body) at once for this app. Default 64 MiB.
     pub max_held_bytes: u64,
-    /// `Retry-After` on overflow, at most a day. Default 1 s.
+    /// `Retry-After` on overflow (and on a 503 placeholder without one), at most a day.
+    /// Default 1 s.
     pub retry_after_secs: u32,
+    /// Answer every request with this page at once while the app has no ready replica, instead
+    /// of holding it; the request still starts the app. Not with `failover`.
+    pub placeholder: Option<PlaceholderConfig>,
+    /// Send requests still held when `hold_timeout_ms` runs out here instead of answering 504.
+    pub failover: Option<FailoverConfig>,
+}
+
+/// `cold_start.placeholder:` — a static response for requests that arrive while the app is
+/// cold (a "starting…" page). The proxy adds `content-type` (guessed from the body: HTML, JSON
+/// or text), `cache-control: no-store`, `retry-after` for a 503 (`retry_after_secs`) and
+/// `x-rouse-placeholder: true` unless given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceholderConfig {
+    /// 200..=599. Default 503.
+    #[serde(default = "PlaceholderConfig::default_status")]
+    pub status: u16,
+    /// At most 32 768 characters (as the CRD's `spec.rouse.placeholder.body`). Default empty.
+    #[serde(default)]
+    pub body: String,
+    /// Response headers, at most 32; not the framing or hop-by-hop ones (`content-length`,
+    /// `connection`, `transfer-encoding`…), which the proxy sets.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl PlaceholderConfig {
+    fn default_status() -> u16 {
+        Placeholder::DEFAULT_STATUS
+    }
+}
+
+/// `cold_start.failover:` — an always-on service that answers requests the app could not take
+/// in time (KEDA's `coldStartTimeoutFailoverRef`). Rouse neither starts nor scales it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// `http://IP:PORT` (or `http://localhost:PORT`): where the requests go, path kept.
+    pub url: String,
 }
 
 impl Default for ColdStartConfig {
@@ -101,6 +142,8 @@ impl Default for ColdStartConfig {
             max_held_requests: 1_000,
             max_held_bytes: 64 * 1024 * 1024,
             retry_after_secs: 1,
+            placeholder: None,
+            failover: None,
         }
     }
 }
@@ -244,6 +287,34 @@ impl AppConfig {
                 self.cold_start.retry_after_secs
             ));
         }
+        let placeholder = self.cold_start.placeholder.as_ref().and_then(|p| {
+            let headers = p.headers.iter().map(|(k, v)| (k.clone(), v.clone()));
+            Placeholder::build(i64::from(p.status), Some(p.body.clone()), headers)
+                .map_err(|es| {
+                    errors.extend(
+                        es.into_iter()
+                            .map(|(field, e)| format!("cold_start.placeholder.{field}: {e}")),
+                    );
+                })
+                .ok()
+        });
+        let failover = self.cold_start.failover.as_ref().and_then(|f| {
+            parse_failover_url(&f.url)
+                .map(|addr| Failover {
+                    target: failover_target(&self.name),
+                    addr: Some(addr),
+                })
+                .map_err(|e| errors.push(format!("cold_start.failover.url: {e}")))
+                .ok()
+        });
+        if self.cold_start.placeholder.is_some() && self.cold_start.failover.is_some() {
+            errors.push(
+                "cold_start.placeholder: cannot be combined with cold_start.failover: the \
+                 placeholder answers every request while the app is cold, so none would wait \
+                 for the failover; set one of them"
+                    .to_string(),
+            );
+        }
         if self.replicas.max > MAX_LOCAL_REPLICAS {
             errors.push(format!(
                 "replicas.max: must be at most {MAX_LOCAL_REPLICAS} local processes (got {})",
@@ -327,6 +398,8 @@ impl AppConfig {
                 hold_timeout: Duration::from_millis(self.cold_start.hold_timeout_ms),
                 endpoint_concurrency: self.endpoint_concurrency,
                 retry_after_secs: self.cold_start.retry_after_secs,
+                placeholder,
+                failover,
             },
         };
         if errors.is_empty() {

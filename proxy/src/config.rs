@@ -424,6 +424,99 @@ apps:
     }
 
     #[test]
+    fn a_placeholder_and_a_failover_parse_into_the_route() {
+        let with =
+            |cold: &str| GOOD.replace("max: 3}", &format!("max: 3}}\n    cold_start: {cold}"));
+        let c = parse(
+            &with(
+                "{placeholder: {body: '<p>starting</p>', headers: {Refresh: '2'}}, \
+                 retry_after_secs: 5}",
+            ),
+            "f.yaml",
+        )
+        .expect("valid");
+        let limits = &c.apps[0].route.limits;
+        let p = limits.placeholder.as_ref().expect("placeholder");
+        assert_eq!((p.status, p.body.as_str()), (503, "<p>starting</p>"));
+        assert_eq!(p.header("refresh"), Some("2"));
+        assert_eq!(limits.retry_after_secs, 5);
+        assert_eq!(limits.failover, None);
+
+        let c = parse(
+            &with("{hold_timeout_ms: 800, failover: {url: 'http://127.0.0.1:9000/'}}"),
+            "f.yaml",
+        )
+        .expect("valid");
+        let limits = &c.apps[0].route.limits;
+        let f = limits.failover.as_ref().expect("failover");
+        assert_eq!(f.target, "hello#failover");
+        assert_eq!(f.addr, Some(SocketAddr::from(([127, 0, 0, 1], 9000))));
+        assert_eq!(
+            limits.hold_timeout,
+            Duration::from_millis(800),
+            "the failover takes over at the hold timeout"
+        );
+        assert_eq!(limits.placeholder, None);
+    }
+
+    #[test]
+    fn bad_placeholders_and_failovers_are_refused_with_their_bound() {
+        let with =
+            |cold: &str| GOOD.replace("max: 3}", &format!("max: 3}}\n    cold_start: {cold}"));
+        let long = "x".repeat(rouse_core::route::MAX_PLACEHOLDER_BODY_CHARS + 1);
+        let e = parse(
+            &with(&format!(
+                "{{placeholder: {{status: 99, body: {long}, headers: {{Transfer-Encoding: chunked}}}}}}"
+            )),
+            "f.yaml",
+        )
+        .expect_err("invalid")
+        .join("\n");
+        for field in [
+            "f.yaml:5: apps[0].cold_start.placeholder.status: must be 200..=599 (got 99)",
+            "apps[0].cold_start.placeholder.body: must be at most 32768 characters (got 32769)",
+            "apps[0].cold_start.placeholder.headers.Transfer-Encoding: \"Transfer-Encoding\" is set by the proxy",
+        ] {
+            assert!(e.contains(field), "{field:?} missing in:\n{e}");
+        }
+        let e = parse(&with("{failover: {url: 'https://example.com'}}"), "f.yaml")
+            .expect_err("invalid")
+            .join("\n");
+        assert!(
+            e.contains(
+                "apps[0].cold_start.failover.url: \"https://example.com\" is not an http:// URL"
+            ),
+            "{e}"
+        );
+        let e = parse(&with("{failover: {}}"), "f.yaml")
+            .expect_err("no url")
+            .join("\n");
+        assert!(
+            e.contains("apps[0].cold_start.failover: missing field `url`"),
+            "{e}"
+        );
+        let e = parse(
+            &with("{placeholder: {}, failover: {url: 'http://127.0.0.1:9'}}"),
+            "f.yaml",
+        )
+        .expect_err("both")
+        .join("\n");
+        assert!(
+            e.contains(
+                "apps[0].cold_start.placeholder: cannot be combined with cold_start.failover"
+            ),
+            "{e}"
+        );
+        let e = parse(&with("{placeholder: {stauts: 200}}"), "f.yaml")
+            .expect_err("typo")
+            .join("\n");
+        assert!(
+            e.contains("apps[0].cold_start.placeholder.stauts: unknown field"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_type_error_names_its_field_path_once() {
         let bad = GOOD.replace(
             "max: 3}",

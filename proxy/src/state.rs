@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntGauge};
-use rouse_core::{Conflict, Route, RouteTable, Target};
+use rouse_core::{Conflict, Endpoint, Route, RouteTable, Target};
 
 use crate::hold::{Budget, Caps, Counter};
 use crate::telemetry::Metrics;
@@ -31,6 +31,11 @@ pub struct RouteState {
     /// Held-request usage of this route (survives rebuilds).
     pub held: Arc<Counter>,
     pub metrics: RouteMetrics,
+    /// Set while a placeholder's wake stands in for a held request on `target` (shared by every
+    /// route of the target, survives rebuilds): see [`crate::hold::claim`].
+    pub wake_claim: Arc<AtomicBool>,
+    /// The target of the route's failover, if it has one (`route.limits.failover`).
+    pub failover: Option<Arc<Target>>,
 }
 
 impl RouteState {
@@ -53,6 +58,8 @@ pub struct ProxyState {
     snapshot: ArcSwap<Snapshot>,
     targets: Mutex<HashMap<String, Arc<Target>>>,
     held_counters: Mutex<HashMap<String, Arc<Counter>>>,
+    /// Per target: a placeholder's wake is standing in for a held request (see `RouteState`).
+    wake_claims: Mutex<HashMap<String, Arc<AtomicBool>>>,
     pub budget: Budget,
     pub metrics: Metrics,
     draining: AtomicBool,
@@ -88,6 +95,7 @@ impl ProxyState {
             }),
             targets: Mutex::new(HashMap::new()),
             held_counters: Mutex::new(HashMap::new()),
+            wake_claims: Mutex::new(HashMap::new()),
             budget: Budget::new(global),
             metrics,
             draining: AtomicBool::new(false),
@@ -116,6 +124,9 @@ impl ProxyState {
 
     /// Replaces the routing table. Routes are given oldest first; conflicting later routes are
     /// dropped and returned so the caller can report them.
+    ///
+    /// A failover given as a fixed address (the local file's `failover.url`) is published here
+    /// as its target's only endpoint: no platform follows it.
     pub fn set_routes(&self, routes: Vec<Route>) -> Vec<Conflict> {
         let (table, conflicts) = RouteTable::build(routes);
         let m = &self.metrics;
@@ -126,10 +137,26 @@ impl ProxyState {
                 let mut counters = self.held_counters.lock().unwrap_or_else(|p| p.into_inner());
                 counters.entry(name.to_string()).or_default().clone()
             };
+            let wake_claim = {
+                let mut claims = self.wake_claims.lock().unwrap_or_else(|p| p.into_inner());
+                claims.entry(route.target.clone()).or_default().clone()
+            };
+            let failover = route.limits.failover.as_ref().map(|f| {
+                let target = self.target(&f.target);
+                if let Some(addr) = f.addr {
+                    let current = target.endpoints();
+                    if !matches!(current.endpoints.as_slice(), [e] if e.addr == addr) {
+                        target.set_endpoints(vec![Endpoint::new(f.target.clone(), addr)]);
+                    }
+                }
+                target
+            });
             let state = RouteState {
                 route: route.clone(),
                 target: self.target(&route.target),
                 held,
+                wake_claim,
+                failover,
                 metrics: RouteMetrics {
                     in_flight: m.in_flight.with_label_values(&[name]),
                     held: m.held.with_label_values(&[name]),
@@ -168,5 +195,64 @@ impl ProxyState {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
         self.metrics.draining.set(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use rouse_core::route::{Failover, failover_target};
+    use rouse_core::{HostPattern, RouteLimits, UpstreamProtocol};
+
+    use super::*;
+
+    fn route(failover: Option<SocketAddr>) -> Route {
+        Route {
+            name: "app".into(),
+            target: "app".into(),
+            hosts: vec![HostPattern::Any],
+            path_prefixes: vec![],
+            headers: vec![],
+            rewrite_prefix: None,
+            upstream_protocol: UpstreamProtocol::Http1,
+            limits: RouteLimits {
+                failover: failover.map(|addr| Failover {
+                    target: failover_target("app"),
+                    addr: Some(addr),
+                }),
+                ..RouteLimits::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_fixed_failover_address_is_published_once_and_kept_across_rebuilds() {
+        let s = ProxyState::new(
+            Caps {
+                max_requests: 10,
+                max_bytes: 1000,
+            },
+            Metrics::new(prometheus::Registry::new()),
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9000));
+        s.set_routes(vec![route(Some(addr))]);
+        let snap = s.snapshot();
+        let failover = snap.routes["app"]
+            .failover
+            .clone()
+            .expect("failover target");
+        assert_eq!(failover.name, "app#failover");
+        let first = failover.endpoints();
+        assert_eq!(first.endpoints.len(), 1);
+        assert_eq!(first.endpoints[0].addr, addr);
+        // Rebuilt with the same address: the same endpoint (its in-flight count) stays.
+        s.set_routes(vec![route(Some(addr))]);
+        assert!(Arc::ptr_eq(
+            &first.endpoints[0],
+            &failover.endpoints().endpoints[0]
+        ));
+        s.set_routes(vec![route(None)]);
+        assert!(s.snapshot().routes["app"].failover.is_none());
     }
 }

@@ -1,9 +1,11 @@
 //! Cold start on the local platform: a held request wakes the app and is answered.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rouse_e2e::{App, Rouse};
+use rouse_e2e::{App, Rouse, bin, free_addr};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_request_wakes_the_app_which_starts_exactly_once() {
@@ -18,6 +20,11 @@ async fn cold_request_wakes_the_app_which_starts_exactly_once() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "hello from hello-1\n");
     assert_eq!(r.header("x-rouse-cold-start"), Some("true"));
+    assert_eq!(
+        r.header("x-keda-http-cold-start"),
+        Some("true"),
+        "KEDA's header alongside Rouse's"
+    );
     let held_ms: u64 = r
         .header("x-rouse-held-ms")
         .and_then(|v| v.parse().ok())
@@ -30,6 +37,7 @@ async fn cold_request_wakes_the_app_which_starts_exactly_once() {
     let warm = rouse.get("hello.localhost", "/").await;
     assert_eq!(warm.status, 200);
     assert_eq!(warm.header("x-rouse-cold-start"), Some("false"));
+    assert_eq!(warm.header("x-keda-http-cold-start"), Some("false"));
     rouse.settle().await;
     assert_eq!(
         rouse.count_output("hello-fn started"),
@@ -192,4 +200,113 @@ async fn crashed_replica_is_restarted_and_requests_held_meanwhile_are_served() {
             .await
             >= Some(1.0)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_app_answers_with_its_placeholder_at_once_and_the_placeholder_starts_it() {
+    let app = App::hello("page").env("STARTUP_DELAY_MS", "2000").with(
+        "cold_start: {retry_after_secs: 3, placeholder: \
+         {body: '<html>starting</html>', headers: {Refresh: '1'}}}",
+    );
+    let rouse = Rouse::start(&app).await;
+
+    let r = rouse.get("page.localhost", "/").await;
+    // Answered before the app could have been: it needs 2 s to start and is not ready yet.
+    assert_eq!(
+        rouse.ready_replicas("page").await,
+        0,
+        "answered without waiting"
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.text(), "<html>starting</html>");
+    assert_eq!(r.header("x-rouse-placeholder"), Some("true"));
+    assert_eq!(r.header("refresh"), Some("1"));
+    assert_eq!(r.header("retry-after"), Some("3"));
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+
+    // That one request, answered at once, was enough to start the app.
+    rouse
+        .wait_for(
+            "the app started by the placeholder's request alone",
+            Duration::from_secs(15),
+            || async { rouse.ready_replicas("page").await == 1 },
+        )
+        .await;
+    assert_eq!(rouse.count_output("reason=\"wake\""), 1, "one wake");
+    let warm = rouse.get("page.localhost", "/").await;
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    assert_eq!(warm.text(), "hello from page-1\n");
+    assert_eq!(warm.header("x-rouse-placeholder"), None);
+    assert_eq!(warm.header("x-keda-http-cold-start"), Some("false"));
+}
+
+/// A `hello-fn` run by the test itself on a fixed port (an always-on service), killed on drop.
+struct Backend(Child);
+
+impl Backend {
+    async fn start(name: &str) -> (Backend, SocketAddr) {
+        let addr = free_addr();
+        let child = Command::new(bin("hello-fn"))
+            .env("PORT", addr.port().to_string())
+            .env("ROUSE_REPLICA", name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn hello-fn");
+        let backend = Backend(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (backend, addr)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_still_held_at_the_hold_timeout_go_to_the_failover_instead_of_504() {
+    let (_fallback, addr) = Backend::start("fallback").await;
+    // The app cannot be ready before the 700 ms hold timeout: it takes 30 s to start.
+    let app = App::hello("late")
+        .env("STARTUP_DELAY_MS", "30000")
+        .with(&format!(
+            "cold_start: {{hold_timeout_ms: 700, failover: {{url: 'http://{addr}'}}}}"
+        ));
+    let rouse = Rouse::start(&app).await;
+
+    let held = futures::future::join_all((0..5).map(|i| {
+        let rouse = &rouse;
+        async move { rouse.get("late.localhost", &format!("/?id={i}")).await }
+    }))
+    .await;
+    for r in &held {
+        assert_eq!(r.status, 200, "not a 504: {}", r.text());
+        assert_eq!(r.text(), "hello from fallback\n");
+        assert_eq!(r.header("x-rouse-failover"), Some("true"));
+        assert_eq!(r.header("x-rouse-cold-start"), Some("true"));
+        assert_eq!(r.header("x-keda-http-cold-start"), Some("true"));
+        let held_ms: u64 = r
+            .header("x-rouse-held-ms")
+            .and_then(|v| v.parse().ok())
+            .expect("held ms header");
+        assert!(
+            held_ms >= 700,
+            "failed over after {held_ms} ms, before the hold timeout"
+        );
+    }
+    // The app was woken all the same and keeps starting.
+    assert_eq!(rouse.count_output("reason=\"wake\""), 1, "one wake");
+    assert!(rouse.count_output("Replica starting. replica=late-1") >= 1);
+    assert_eq!(rouse.ready_replicas("late").await, 0);
 }

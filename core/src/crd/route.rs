@@ -7,7 +7,18 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use super::HTTPScaledObject;
-use crate::route::{HeaderMatch, HostPattern, PathPrefix, Route, RouteLimits, UpstreamProtocol};
+use crate::route::{
+    Failover, HeaderMatch, HostPattern, PathPrefix, Placeholder, Route, RouteLimits,
+    UpstreamProtocol, failover_target,
+};
+
+/// KEDA's readiness timeout when a failover is set without one (its interceptor's
+/// `defaultFallbackReadinessTimeout`), used when `timeoutSeconds` is 0 and no other hold
+/// timeout is given.
+pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest `coldStartTimeoutFailoverRef.timeoutSeconds`: a week, the local file's bound on any
+/// duration, far beyond any useful hold.
+pub const MAX_FAILOVER_TIMEOUT_SECS: i32 = 7 * 24 * 3600;
 
 /// The name routes, targets and metrics use for an object: `namespace/name`.
 pub fn object_key(o: &HTTPScaledObject) -> String {
@@ -51,7 +62,10 @@ pub fn parse_go_duration(raw: &str) -> Result<Duration, String> {
 
 /// The route an object asks for, or every problem with it (each naming the field).
 ///
-/// No `hosts` means any host (KEDA routes such an object by path alone).
+/// No `hosts` means any host (KEDA routes such an object by path alone). The hold timeout is,
+/// from the weakest: 20 s, `timeouts.conditionWait`, `rouse.coldStart.holdTimeoutMs`; with a
+/// `coldStartTimeoutFailoverRef` its `timeoutSeconds` replaces them all when above 0 (KEDA's
+/// precedence), and 30 s applies if it is 0 and nothing else is given (KEDA's default).
 pub fn route_of(o: &HTTPScaledObject) -> Result<Route, Vec<String>> {
     let s = &o.spec;
     let mut errors = Vec::new();
@@ -97,13 +111,18 @@ pub fn route_of(o: &HTTPScaledObject) -> Result<Route, Vec<String>> {
     });
 
     let mut limits = RouteLimits::default();
+    // Whether the object sets a hold timeout itself (KEDA's failover default applies if not).
+    let mut hold_timeout_given = false;
     if let Some(wait) = s
         .timeouts
         .as_ref()
         .and_then(|t| t.condition_wait.as_deref())
     {
         match parse_go_duration(wait) {
-            Ok(d) if !d.is_zero() => limits.hold_timeout = d,
+            Ok(d) if !d.is_zero() => {
+                limits.hold_timeout = d;
+                hold_timeout_given = true;
+            }
             Ok(_) => {}
             Err(e) => errors.push(format!("spec.timeouts.conditionWait: {e}")),
         }
@@ -118,17 +137,65 @@ pub fn route_of(o: &HTTPScaledObject) -> Result<Route, Vec<String>> {
         }
         if let Some(ms) = positive(caps.hold_timeout_ms) {
             limits.hold_timeout = Duration::from_millis(ms);
+            hold_timeout_given = true;
         }
     }
     limits.endpoint_concurrency = ext
         .endpoint_concurrency
         .and_then(|c| u32::try_from(c).ok())
         .filter(|c| *c > 0);
+    let key = object_key(o);
+    if let Some(f) = &s.cold_start_timeout_failover_ref {
+        const FIELD: &str = "spec.coldStartTimeoutFailoverRef";
+        if f.service.is_empty() {
+            errors.push(format!("{FIELD}.service: must name a Service"));
+        }
+        if f.port.is_some() == f.port_name.is_some() {
+            errors.push(format!(
+                "{FIELD}: must define either the 'portName' or the 'port'"
+            ));
+        }
+        match f.timeout_seconds {
+            secs @ 1..=MAX_FAILOVER_TIMEOUT_SECS => {
+                limits.hold_timeout = Duration::from_secs(secs.unsigned_abs().into());
+            }
+            0 if !hold_timeout_given => limits.hold_timeout = DEFAULT_FAILOVER_TIMEOUT,
+            0 => {}
+            secs => errors.push(format!(
+                "{FIELD}.timeoutSeconds: must be 0..={MAX_FAILOVER_TIMEOUT_SECS} (got {secs})"
+            )),
+        }
+        limits.failover = Some(Failover {
+            target: failover_target(&key),
+            addr: None,
+        });
+    }
+    if let Some(p) = &ext.placeholder {
+        if s.cold_start_timeout_failover_ref.is_some() {
+            errors.push(
+                "spec.rouse.placeholder: cannot be combined with spec.coldStartTimeoutFailoverRef: \
+                 the placeholder answers every request while the target is cold, so none would \
+                 wait for the failover; set one of them"
+                    .to_string(),
+            );
+        }
+        let headers = p.headers.iter().map(|(k, v)| (k.clone(), v.clone()));
+        match Placeholder::build(i64::from(p.status_code), p.body.clone(), headers) {
+            Ok(p) => limits.placeholder = Some(p),
+            Err(es) => errors.extend(es.into_iter().map(|(field, e)| {
+                let field = if field == "status" {
+                    "statusCode".to_string()
+                } else {
+                    field
+                };
+                format!("spec.rouse.placeholder.{field}: {e}")
+            })),
+        }
+    }
 
     if !errors.is_empty() {
         return Err(errors);
     }
-    let key = object_key(o);
     Ok(Route {
         name: key.clone(),
         target: key,
@@ -150,4 +217,128 @@ pub fn claim_order(objects: &mut [&HTTPScaledObject]) {
             object_key(o),
         )
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(yaml_spec: &str) -> HTTPScaledObject {
+        serde_yaml::from_str(&format!(
+            "apiVersion: rouse.dev/v1alpha1\nkind: HTTPScaledObject\n\
+             metadata: {{name: shop, namespace: apps}}\nspec: {yaml_spec}\n"
+        ))
+        .expect("object parses")
+    }
+
+    #[test]
+    fn the_failover_ref_becomes_the_routes_failover_and_its_hold_timeout() {
+        let r = route_of(&object(
+            "{scaleTargetRef: {service: shop, port: 80}, timeouts: {conditionWait: 7s}, \
+             coldStartTimeoutFailoverRef: {service: fallback, port: 8080, timeoutSeconds: 45}}",
+        ))
+        .expect("valid");
+        assert_eq!(
+            r.limits.failover,
+            Some(Failover {
+                target: "apps/shop#failover".into(),
+                addr: None
+            })
+        );
+        assert_eq!(
+            r.limits.hold_timeout,
+            Duration::from_secs(45),
+            "timeoutSeconds wins over conditionWait (KEDA)"
+        );
+        // KEDA's CRD default: 30 s when timeoutSeconds is left out.
+        let r = route_of(&object(
+            "{scaleTargetRef: {service: shop, port: 80}, \
+             coldStartTimeoutFailoverRef: {service: fallback, portName: http}}",
+        ))
+        .expect("valid");
+        assert_eq!(r.limits.hold_timeout, Duration::from_secs(30));
+        // timeoutSeconds 0: the object's own hold timeout, else KEDA's 30 s fallback default.
+        let r = route_of(&object(
+            "{scaleTargetRef: {service: shop, port: 80}, rouse: {coldStart: {holdTimeoutMs: 900}}, \
+             coldStartTimeoutFailoverRef: {service: fallback, port: 80, timeoutSeconds: 0}}",
+        ))
+        .expect("valid");
+        assert_eq!(r.limits.hold_timeout, Duration::from_millis(900));
+        let r = route_of(&object(
+            "{scaleTargetRef: {service: shop, port: 80}, \
+             coldStartTimeoutFailoverRef: {service: fallback, port: 80, timeoutSeconds: 0}}",
+        ))
+        .expect("valid");
+        assert_eq!(r.limits.hold_timeout, DEFAULT_FAILOVER_TIMEOUT);
+        // Without a failover nothing changes.
+        let r = route_of(&object("{scaleTargetRef: {service: shop, port: 80}}")).expect("valid");
+        assert_eq!(r.limits.failover, None);
+        assert_eq!(r.limits.hold_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn the_placeholder_becomes_the_routes_placeholder() {
+        let r = route_of(&object(
+            "{scaleTargetRef: {service: shop, port: 80}, rouse: {placeholder: \
+             {body: '<p>starting</p>', headers: {Refresh: '2'}}}}",
+        ))
+        .expect("valid");
+        let p = r.limits.placeholder.expect("placeholder");
+        assert_eq!(p.status, 503, "KEDA's default status");
+        assert_eq!(p.body, "<p>starting</p>");
+        assert_eq!(p.headers, vec![("refresh".to_string(), "2".to_string())]);
+        let r = route_of(&object(
+            "{scaleTargetRef: {service: shop, port: 80}, rouse: {placeholder: {statusCode: 200}}}",
+        ))
+        .expect("valid");
+        assert_eq!(
+            r.limits.placeholder.map(|p| (p.status, p.body)),
+            Some((200, String::new()))
+        );
+    }
+
+    #[test]
+    fn bad_placeholders_and_failovers_are_refused_naming_the_field() {
+        let errors = route_of(&object(
+            "{scaleTargetRef: {service: shop, port: 80}, rouse: {placeholder: \
+             {statusCode: 102, headers: {Content-Length: '3', 'x-ok': \"a\\nb\"}}}}",
+        ))
+        .expect_err("invalid");
+        for field in [
+            "spec.rouse.placeholder.statusCode: must be 200..=599",
+            "spec.rouse.placeholder.headers.Content-Length:",
+            "spec.rouse.placeholder.headers.x-ok:",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(field)),
+                "{field}: {errors:?}"
+            );
+        }
+        let errors = route_of(&object(
+            "{scaleTargetRef: {service: shop, port: 80}, \
+             coldStartTimeoutFailoverRef: {service: '', timeoutSeconds: -1}}",
+        ))
+        .expect_err("invalid");
+        for field in [
+            "spec.coldStartTimeoutFailoverRef.service:",
+            "spec.coldStartTimeoutFailoverRef: must define either",
+            "spec.coldStartTimeoutFailoverRef.timeoutSeconds: must be 0..=604800 (got -1)",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(field)),
+                "{field}: {errors:?}"
+            );
+        }
+        let errors = route_of(&object(
+            "{scaleTargetRef: {service: shop, port: 80}, rouse: {placeholder: {}}, \
+             coldStartTimeoutFailoverRef: {service: fallback, port: 80}}",
+        ))
+        .expect_err("both");
+        assert!(
+            errors.iter().any(|e| e.starts_with(
+                "spec.rouse.placeholder: cannot be combined with spec.coldStartTimeoutFailoverRef"
+            )),
+            "{errors:?}"
+        );
+    }
 }

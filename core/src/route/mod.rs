@@ -1,6 +1,7 @@
 //! Routes: which hosts, paths and headers select a target, and the limits that apply while a
 //! request to it is held. Matching lives in [`table`].
 
+mod cold;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -10,6 +11,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use cold::{
+    FAILOVER_SUFFIX, Failover, MAX_PLACEHOLDER_BODY_CHARS, MAX_PLACEHOLDER_HEADERS, Placeholder,
+    failover_target, parse_failover_url,
+};
 pub use table::{Conflict, Match, NoHeaders, RequestHeaders, RouteTable, normalize_path};
 
 /// A single-value check that failed; names the offending value.
@@ -261,7 +266,8 @@ impl HeaderMatch {
     }
 }
 
-/// Bounds on requests held for a cold start and on forwarding, per route.
+/// Bounds on requests held for a cold start and on forwarding, per route, and what a request
+/// gets instead of a hold ([`Placeholder`]) or instead of the `504` at its end ([`Failover`]).
 ///
 /// Held requests keep their body on the client's socket (nothing is buffered while waiting), so
 /// the byte cap counts the request head plus its declared `Content-Length`: what the proxy has
@@ -278,8 +284,13 @@ pub struct RouteLimits {
     /// Most requests in flight per endpoint; `None` means unbounded. Held requests are released
     /// as capacity frees, so a fresh single replica is not flooded.
     pub endpoint_concurrency: Option<u32>,
-    /// Seconds suggested in `Retry-After` on overflow.
+    /// Seconds suggested in `Retry-After` on overflow (and on a 503 placeholder without one).
     pub retry_after_secs: u32,
+    /// Answer every request that arrives while the target has no ready endpoint with this at
+    /// once, instead of holding it; the target is woken all the same. `None`: hold.
+    pub placeholder: Option<Placeholder>,
+    /// Forward requests still held at `hold_timeout` here instead of answering 504. `None`: 504.
+    pub failover: Option<Failover>,
 }
 
 impl Default for RouteLimits {
@@ -290,6 +301,8 @@ impl Default for RouteLimits {
             hold_timeout: Duration::from_secs(20),
             endpoint_concurrency: None,
             retry_after_secs: 1,
+            placeholder: None,
+            failover: None,
         }
     }
 }

@@ -31,12 +31,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::message::{AckKind, Acker, PublishMessage};
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, ConnectOptions};
 use futures::StreamExt;
 use futures::future::join_all;
+use futures::stream::FuturesUnordered;
 use tokio::sync::{Notify, OnceCell};
 
 use super::{EventQueue, Item, QueueError, SubId};
@@ -55,6 +57,9 @@ const MAX_PULL: usize = 1000;
 /// How often `maintain` refreshes the pending counts from the server (and sends in-progress
 /// acks), at the latest.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// ... and at the earliest this long after the previous refresh: under load every push and
+/// retire asks for one, and each is a consumer-info request per subscription.
+const MIN_REFRESH: Duration = Duration::from_millis(250);
 /// Added to the delivery timeout to make `AckWait` (reading the answer takes up to 5 s more).
 const ACK_WAIT_SLACK: Duration = Duration::from_secs(5);
 /// How often a dead-letter count is read from its stream (one request per subscription).
@@ -453,25 +458,41 @@ impl Jetstream {
         lane: &Lane,
         events: &[Event],
     ) -> Result<usize, QueueError> {
-        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(events.len());
+        // Each publish holds one of the context's in-flight ack permits until its ack future
+        // completes. Acks are awaited *while* later events are sent: a request that sent all its
+        // events before awaiting any held its permits while waiting for more, and eight
+        // concurrent 1 000-event requests (5 000 permits) stalled each other until the publish
+        // timeout (idle server, 503s): ~4 000 → ~30 000 events/s acknowledged, no 503.
+        let mut acks = FuturesUnordered::new();
+        let mut new = 0;
+        let mut count = |ack: Result<PublishAck, PublishError>| -> Result<(), QueueError> {
+            if !ack.map_err(|e| unavailable("publish ack", e))?.duplicate {
+                new += 1;
+            }
+            Ok(())
+        };
         for e in events {
             let payload = serde_json::to_vec(e).map_err(|e| unavailable("encode", e))?;
             let publish = PublishMessage::build()
                 .payload(payload.into())
                 .message_id(message_id(&lane.name, &e.key));
-            let ack = ready
-                .js
-                .send_publish(lane.subject.clone(), publish)
-                .await
-                .map_err(|e| unavailable("publish", e))?;
-            acks.push(ack);
+            let send = ready.js.send_publish(lane.subject.clone(), publish);
+            tokio::pin!(send);
+            let ack = loop {
+                tokio::select! {
+                    biased;
+                    done = acks.next(), if !acks.is_empty() => {
+                        if let Some(done) = done {
+                            count(done)?;
+                        }
+                    }
+                    sent = &mut send => break sent.map_err(|e| unavailable("publish", e))?,
+                }
+            };
+            acks.push(ack.into_future());
         }
-        let mut new = 0;
-        for ack in join_all(acks.into_iter().map(|a| a.into_future())).await {
-            let ack = ack.map_err(|e| unavailable("publish ack", e))?;
-            if !ack.duplicate {
-                new += 1;
-            }
+        while let Some(done) = acks.next().await {
+            count(done)?;
         }
         Ok(new)
     }
@@ -781,6 +802,7 @@ impl EventQueue for Jetstream {
         while !self.closed.load(Ordering::Relaxed) {
             // Woken early by push/retire; several wake-ups in one tick make one refresh.
             let _ = tokio::time::timeout(REFRESH_EVERY, self.refresh.notified()).await;
+            let started = Instant::now();
             self.tick().await;
             let ready = lock(&self.ready).clone();
             if counted.is_none_or(|at| at.elapsed() >= DEAD_COUNT_EVERY)
@@ -789,6 +811,7 @@ impl EventQueue for Jetstream {
                 self.count_dead(&ready).await;
                 counted = Some(Instant::now());
             }
+            tokio::time::sleep(MIN_REFRESH.saturating_sub(started.elapsed())).await;
         }
     }
 }

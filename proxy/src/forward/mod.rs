@@ -1,14 +1,18 @@
 //! The pingora `ProxyHttp` implementation: the life of one request.
 //!
-//! 1. `request_filter`: pick the route (404 JSON when none) and count the request.
+//! 1. `request_filter`: pick the route (404 JSON when none) and count the request; while the
+//!    target is cold, a route with a placeholder answers with it here and wakes the target
+//!    ([`cold::placeholder_for`], [`crate::hold::claim_wake`]).
 //! 2. `upstream_peer`: take an endpoint slot, holding the request while the target is cold or
-//!    full ([`crate::hold::acquire`]); on a refused connection pingora retries this phase with the
-//!    failed endpoint excluded.
+//!    full ([`crate::hold::acquire`]); a hold that times out goes to the route's failover if it
+//!    has one ([`cold::after_hold`]); on a refused connection pingora retries this phase with
+//!    the failed endpoint excluded.
 //! 3. `upstream_request_filter`: hop-by-hop and forwarding headers, origin-form URI, rewrite.
-//! 4. `response_filter`: the cold-start header.
+//! 4. `response_filter`: the cold-start headers (Rouse's and KEDA's).
 //! 5. `fail_to_proxy`: JSON errors; `logging`: metrics. The endpoint slot is returned when the
 //!    request context drops.
 
+pub mod cold;
 pub mod headers;
 pub mod respond;
 pub mod webhook;
@@ -27,14 +31,22 @@ use rouse_core::{UpstreamProtocol, normalize_path};
 
 use crate::delivery_guard::{DELIVERY_TOKEN_HEADER, Verdict};
 use crate::event_gateway::GatewaySlot;
-use crate::hold::{EndpointSlot, acquire};
+use crate::hold::{EndpointSlot, acquire, claim_wake, failover_slot};
 use crate::state::{ActiveRequest, ProxyState, RouteState};
-use respond::{Reason, write_error};
+use cold::{AfterHold, ColdView};
+use respond::{Reason, write_error, write_placeholder};
 
 /// Response header: `true` when the request waited for an endpoint (cold start or capacity).
 pub const COLD_START_HEADER: &str = "x-rouse-cold-start";
+/// The KEDA HTTP Add-on's cold-start response header (its `kedahttp.HeaderColdStart`, values
+/// `true`/`false` from Go's `strconv.FormatBool`), sent with the same value as
+/// [`COLD_START_HEADER`] so dashboards built on KEDA keep working.
+pub const KEDA_COLD_START_HEADER: &str = "X-KEDA-HTTP-Cold-Start";
 /// Response header: milliseconds the request was held, when it was.
 pub const HELD_MS_HEADER: &str = "x-rouse-held-ms";
+/// Response header: `true` when the route's failover answered, its target being still cold at
+/// the end of the hold.
+pub const FAILOVER_HEADER: &str = "x-rouse-failover";
 
 /// Refused connections tolerated per request before answering 502.
 const MAX_CONNECT_RETRIES: usize = 3;
@@ -53,6 +65,9 @@ pub struct Forwarder {
 pub struct RequestCtx {
     /// Counts the request as active until the context drops (a drain waits for it).
     _active: ActiveRequest,
+    /// When the request's context was made (its head had arrived): a failover answer reports
+    /// the time held from here.
+    arrived: Instant,
     /// End of the hold, fixed when the route is known so connect retries cannot extend it.
     deadline: Option<Instant>,
     route: Option<Arc<RouteState>>,
@@ -68,6 +83,10 @@ pub struct RequestCtx {
     delivery: bool,
     refused: Vec<SocketAddr>,
     forwarded_at: Option<Instant>,
+    /// Forwarded to the route's failover: why the hold gave up on the target.
+    failover: Option<Reason>,
+    /// Added to the error body's `detail` (why the failover could not take the request).
+    detail: Option<String>,
 }
 
 impl RequestCtx {
@@ -119,6 +138,61 @@ fn committed_bytes(req: &RequestHeader) -> u64 {
     (head as u64).saturating_add(body)
 }
 
+impl Forwarder {
+    /// A slot on one of the route's failover endpoints for a request whose hold ended with
+    /// `reason`, or that answer (504 or 503) with a detail naming why the failover could not
+    /// take it.
+    fn take_failover(
+        &self,
+        route: &RouteState,
+        ctx: &mut RequestCtx,
+        reason: Reason,
+    ) -> Result<EndpointSlot> {
+        match failover_slot(route, &ctx.refused) {
+            Ok(slot) => {
+                if ctx.failover.is_none() {
+                    tracing::debug!(
+                        route = %route.route.name,
+                        held_ms = ctx.arrived.elapsed().as_millis() as u64,
+                        reason = reason.as_str(),
+                        "Target still cold: forwarding to the failover."
+                    );
+                }
+                ctx.failover = Some(reason);
+                ctx.waited = Some(ctx.arrived.elapsed());
+                Ok(slot)
+            }
+            Err(why) => {
+                ctx.reason = Some(reason);
+                ctx.detail = Some(why);
+                Err(Error::explain(
+                    ErrorType::HTTPStatus(reason.status()),
+                    reason.as_str(),
+                ))
+            }
+        }
+    }
+
+    /// The pingora peer for `slot`'s endpoint; the slot is kept in the context until the
+    /// request ends.
+    fn peer_for(
+        &self,
+        route: &RouteState,
+        ctx: &mut RequestCtx,
+        slot: EndpointSlot,
+    ) -> Box<HttpPeer> {
+        let addr = slot.endpoint.addr;
+        ctx.slot = Some(slot);
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        if route.route.upstream_protocol == UpstreamProtocol::H2c {
+            peer.options.set_http_version(2, 2);
+        }
+        ctx.forwarded_at = Some(Instant::now());
+        Box::new(peer)
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Forwarder {
     type CTX = RequestCtx;
@@ -126,6 +200,7 @@ impl ProxyHttp for Forwarder {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             _active: self.state.active_request(),
+            arrived: Instant::now(),
             deadline: None,
             route: None,
             host: String::new(),
@@ -137,6 +212,8 @@ impl ProxyHttp for Forwarder {
             delivery: false,
             refused: Vec::new(),
             forwarded_at: None,
+            failover: None,
+            detail: None,
         }
     }
 
@@ -204,6 +281,28 @@ impl ProxyHttp for Forwarder {
             write_error(session, None, Reason::NoRoute, Some(&host), 0, None).await?;
             return Ok(true);
         };
+        if route.route.limits.placeholder.is_some() {
+            let endpoints = route.target.endpoints();
+            let view = ColdView {
+                ready: !endpoints.is_empty(),
+                unavailable: endpoints.is_empty() && route.target.unavailable().is_some(),
+                delivery: ctx.delivery,
+            };
+            if let Some(p) = cold::placeholder_for(&route.route.limits, view) {
+                // Counted and woken like a held request, answered at once.
+                route.target.demand.request_started();
+                claim_wake(
+                    &route.target,
+                    &route.wake_claim,
+                    route.route.limits.hold_timeout,
+                );
+                ctx.host = host;
+                let retry_after = route.route.limits.retry_after_secs;
+                ctx.route = Some(route.clone());
+                write_placeholder(session, p, retry_after).await?;
+                return Ok(true);
+            }
+        }
         ctx.bytes = committed_bytes(req);
         // pingora keeps an absolute-form target only in the raw path: always send origin-form.
         if upstream_path != raw || !req.raw_path().starts_with(b"/") {
@@ -226,6 +325,11 @@ impl ProxyHttp for Forwarder {
         })?;
         // A retry gives back the slot of the endpoint that refused before taking another.
         ctx.slot = None;
+        if let Some(reason) = ctx.failover {
+            // A failover endpoint refused: another one, never the hold again.
+            let slot = self.take_failover(&route, ctx, reason)?;
+            return Ok(self.peer_for(&route, ctx, slot));
+        }
         let deadline = *ctx
             .deadline
             .get_or_insert_with(|| Instant::now() + route.route.limits.hold_timeout);
@@ -249,13 +353,19 @@ impl ProxyHttp for Forwarder {
         session.set_abort_on_close(false);
         let acquired = match outcome {
             Ok(a) => a,
-            Err(reason) => {
-                ctx.reason = Some(reason);
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(reason.status()),
-                    reason.as_str(),
-                ));
-            }
+            Err(reason) => match cold::after_hold(&route.route.limits, reason, ctx.delivery) {
+                AfterHold::Failover => {
+                    let slot = self.take_failover(&route, ctx, reason)?;
+                    return Ok(self.peer_for(&route, ctx, slot));
+                }
+                AfterHold::Answer(reason) => {
+                    ctx.reason = Some(reason);
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(reason.status()),
+                        reason.as_str(),
+                    ));
+                }
+            },
         };
         if let Some(waited) = acquired.waited {
             route.metrics.cold_starts.inc();
@@ -279,15 +389,7 @@ impl ProxyHttp for Forwarder {
                 .with_label_values(&[route.route.name.as_str()])
                 .observe(d.as_secs_f64());
         }
-        let addr = acquired.slot.endpoint.addr;
-        ctx.slot = Some(acquired.slot);
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        if route.route.upstream_protocol == UpstreamProtocol::H2c {
-            peer.options.set_http_version(2, 2);
-        }
-        ctx.forwarded_at = Some(Instant::now());
-        Ok(Box::new(peer))
+        Ok(self.peer_for(&route, ctx, acquired.slot))
     }
 
     fn fail_to_connect(
@@ -341,12 +443,18 @@ impl ProxyHttp for Forwarder {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream);
-        match ctx.waited {
-            Some(w) => {
-                upstream.insert_header(COLD_START_HEADER, "true")?;
-                upstream.insert_header(HELD_MS_HEADER, w.as_millis().to_string())?;
-            }
-            None => upstream.insert_header(COLD_START_HEADER, "false")?,
+        let cold = if ctx.waited.is_some() {
+            "true"
+        } else {
+            "false"
+        };
+        upstream.insert_header(COLD_START_HEADER, cold)?;
+        upstream.insert_header(KEDA_COLD_START_HEADER, cold)?;
+        if let Some(w) = ctx.waited {
+            upstream.insert_header(HELD_MS_HEADER, w.as_millis().to_string())?;
+        }
+        if ctx.failover.is_some() {
+            upstream.insert_header(FAILOVER_HEADER, "true")?;
         }
         Ok(())
     }
@@ -395,9 +503,14 @@ impl ProxyHttp for Forwarder {
             .as_ref()
             .map_or(1, |r| r.route.limits.retry_after_secs);
         let route = ctx.route.as_ref().map(|r| r.route.name.clone());
-        let detail = match reason {
+        let unavailable = match reason {
             Reason::TargetUnavailable => ctx.route.as_ref().and_then(|r| r.target.unavailable()),
             _ => None,
+        };
+        let detail = match (unavailable, ctx.detail.take()) {
+            (Some(why), Some(failover)) => Some(format!("{why}; {failover}")),
+            (Some(why), None) => Some(why.to_string()),
+            (None, failover) => failover,
         };
         // This connection is not reused (see below): say so, so clients do not send the next
         // request on a socket about to close.

@@ -1,9 +1,11 @@
 //! Every response the proxy writes itself: a JSON body naming the route and the reason, plus
-//! `Retry-After` where retrying helps. One place, so all error surfaces agree.
+//! `Retry-After` where retrying helps, and a route's placeholder page. One place, so all
+//! surfaces agree.
 
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use rouse_core::route::Placeholder;
 use serde::Serialize;
 
 pub use crate::reason::Reason;
@@ -70,5 +72,29 @@ pub async fn write_error(
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Writes a route's placeholder (see [`super::cold::placeholder_head`] for the headers it gets).
+pub async fn write_placeholder(
+    session: &mut Session,
+    placeholder: &Placeholder,
+    retry_after_secs: u32,
+) -> pingora_core::Result<()> {
+    let head = super::cold::placeholder_head(placeholder, retry_after_secs);
+    let mut resp = ResponseHeader::build(placeholder.status, Some(head.len() + 1))?;
+    for (name, value) in head {
+        resp.append_header(name, value)?;
+    }
+    // RFC 9110 §8.6: no Content-Length on a 204.
+    if placeholder.status != 204 {
+        resp.insert_header("content-length", placeholder.body.len().to_string())?;
+    }
+    // An unread request body would desync a kept-alive HTTP/1.1 connection.
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    let body = Bytes::copy_from_slice(placeholder.body.as_bytes());
     session.write_response_body(Some(body), true).await
 }

@@ -29,13 +29,36 @@ pub struct EndpointSlot {
 
 impl EndpointSlot {
     fn new(route: &RouteState, endpoint: Arc<Endpoint>) -> Self {
-        route.target.demand.in_flight_inc();
+        EndpointSlot::on(&route.target, route, endpoint)
+    }
+
+    /// A slot on an endpoint of `target`, which may be the route's failover: the slot is
+    /// returned to, and the request's demand counted on, the target that owns the endpoint.
+    fn on(target: &Arc<Target>, route: &RouteState, endpoint: Arc<Endpoint>) -> Self {
+        target.demand.in_flight_inc();
         route.metrics.in_flight.inc();
         EndpointSlot {
             endpoint,
-            target: route.target.clone(),
+            target: target.clone(),
             in_flight: route.metrics.in_flight.clone(),
         }
+    }
+}
+
+/// A slot on one of `route`'s failover endpoints for a request the hold gave up on, or why
+/// there is none (the route has no failover, or its target has no ready endpoint: the text
+/// names it). Never waits: the failover is an always-on service and the request has waited
+/// its hold timeout already. `exclude` lists endpoints that refused this request.
+pub fn failover_slot(route: &RouteState, exclude: &[SocketAddr]) -> Result<EndpointSlot, String> {
+    let Some(target) = &route.failover else {
+        return Err("the route has no failover".to_string());
+    };
+    match balance::pick(&target.endpoints(), None, exclude) {
+        Some(ep) => Ok(EndpointSlot::on(target, route, ep)),
+        None => Err(match target.unavailable() {
+            Some(why) => format!("failover {}: {why}", target.name),
+            None => format!("failover {} has no ready endpoint", target.name),
+        }),
     }
 }
 

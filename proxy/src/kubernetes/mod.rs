@@ -1,6 +1,7 @@
 //! The Kubernetes platform of the proxy (`rouse kubernetes`): routes from `HTTPScaledObject`s,
-//! endpoints from each target Service's EndpointSlices, webhooks from `EventSubscription`s
-//! ([`events`]). The proxy never scales anything here: it
+//! endpoints from each target Service's EndpointSlices (and from each failover Service's, for
+//! `coldStartTimeoutFailoverRef`), webhooks from `EventSubscription`s ([`events`]). The proxy
+//! never scales anything here: it
 //! streams demand and wakes to the controller (see [`crate::demand`]).
 //!
 //! State stays where it is in local mode ([`ProxyState`]); this module only feeds it. When the
@@ -18,6 +19,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use rouse_core::Route;
 use rouse_core::crd::{HTTPScaledObject, claim_order, object_key, route_of};
+use rouse_core::route::{FAILOVER_SUFFIX, failover_target};
 use tokio::task::JoinHandle;
 
 pub use rouse_kube::Scope;
@@ -30,6 +32,21 @@ use endpoints::{PortRef, ServiceRef};
 /// The endpoint source of one object's target.
 fn service_ref(o: &HTTPScaledObject) -> Option<ServiceRef> {
     let r = &o.spec.scale_target_ref;
+    let port = match (r.port, &r.port_name) {
+        (Some(n), _) => PortRef::Number(n),
+        (None, Some(name)) => PortRef::Name(name.clone()),
+        (None, None) => return None,
+    };
+    Some(ServiceRef {
+        namespace: o.metadata.namespace.clone().unwrap_or_default(),
+        name: r.service.clone(),
+        port,
+    })
+}
+
+/// The endpoint source of one object's failover (`coldStartTimeoutFailoverRef`), if any.
+fn failover_ref(o: &HTTPScaledObject) -> Option<ServiceRef> {
+    let r = o.spec.cold_start_timeout_failover_ref.as_ref()?;
     let port = match (r.port, &r.port_name) {
         (Some(n), _) => PortRef::Number(n),
         (None, Some(name)) => PortRef::Name(name.clone()),
@@ -75,6 +92,8 @@ pub async fn run(client: Client, scope: Scope, state: Arc<ProxyState>, feed: Dem
 
         let mut routes = Vec::with_capacity(objects.len());
         let mut wanted: HashMap<String, ServiceRef> = HashMap::new();
+        // Failover targets (`ns/name#failover`): followed like targets, never woken or scaled.
+        let mut failovers: HashMap<String, ServiceRef> = HashMap::new();
         for o in &objects {
             let key = object_key(o);
             match route_of(o) {
@@ -83,6 +102,9 @@ pub async fn run(client: Client, scope: Scope, state: Arc<ProxyState>, feed: Dem
                     tracing::warn!(object = %key, ?errors, "HTTPScaledObject not routed.");
                     continue;
                 }
+            }
+            if let Some(svc) = failover_ref(o) {
+                failovers.insert(failover_target(&key), svc);
             }
             if let Some(svc) = service_ref(o) {
                 wanted.insert(key, svc);
@@ -115,31 +137,39 @@ pub async fn run(client: Client, scope: Scope, state: Arc<ProxyState>, feed: Dem
             keep
         });
         followers.retain(|key, f| {
-            let keep = wanted.get(key) == Some(&f.svc);
+            let now = wanted.get(key).or_else(|| failovers.get(key));
+            let keep = now == Some(&f.svc);
             if !keep {
                 f.task.abort();
                 let target = state.target(key);
                 target.set_endpoints(Vec::new());
                 // Deleted (or no longer routable): requests still held for it are answered now
                 // rather than at their deadline. A changed Service just waits for the new one.
-                if !wanted.contains_key(key) {
-                    target.set_unavailable(Some(format!(
-                        "HTTPScaledObject {key} was deleted or is invalid"
-                    )));
+                if now.is_none() {
+                    target.set_unavailable(Some(match key.strip_suffix(FAILOVER_SUFFIX) {
+                        Some(object) => format!(
+                            "HTTPScaledObject {object} has no failover any more, or was deleted"
+                        ),
+                        None => format!("HTTPScaledObject {key} was deleted or is invalid"),
+                    }));
                 }
             }
             keep
         });
-        for (key, svc) in wanted {
+        let scaled = wanted.into_iter().map(|(k, s)| (k, s, true));
+        let failover = failovers.into_iter().map(|(k, s)| (k, s, false));
+        for (key, svc, woken) in scaled.chain(failover) {
             if followers.contains_key(&key) {
                 continue;
             }
             let target = state.target(&key);
             // Unknown until the follower has read the Service.
             target.set_unavailable(None);
-            wakes
-                .entry(key.clone())
-                .or_insert_with(|| tokio::spawn(feed.clone().forward_wakes(target.clone())));
+            if woken {
+                wakes
+                    .entry(key.clone())
+                    .or_insert_with(|| tokio::spawn(feed.clone().forward_wakes(target.clone())));
+            }
             let task = tokio::spawn(endpoints::follow(client.clone(), svc.clone(), target));
             followers.insert(key, Follower { svc, task });
         }

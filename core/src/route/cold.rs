@@ -1,0 +1,304 @@
+//! What a route does for a request while its target is cold, besides holding it: answer at once
+//! with a placeholder page ([`Placeholder`]), or, when the hold times out, forward to a failover
+//! target ([`Failover`]). Both platforms build these from their own configuration (the local
+//! YAML's `cold_start:`, an `HTTPScaledObject`), so the checks live here and both refuse the
+//! same values; each check returns the problem without the field name, which the caller knows
+//! in its own spelling (`statusCode` on Kubernetes, `status` locally).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use serde::Serialize;
+
+/// Most characters of a placeholder body: the CRD's bound (`spec.rouse.placeholder.body`), and
+/// the local file's, so a page moves between the two unchanged.
+pub const MAX_PLACEHOLDER_BODY_CHARS: usize = 32_768;
+/// Most headers of a placeholder response.
+pub const MAX_PLACEHOLDER_HEADERS: usize = 32;
+
+/// Headers the proxy owns on a response it writes itself: framing and hop-by-hop headers.
+/// A placeholder that set them could desynchronise the client's connection.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A response the proxy answers itself, at once, to every request that arrives while the
+/// route's target has no ready endpoint (a "starting…" page). The request still wakes the
+/// target, exactly like a held one: a placeholder never keeps an app asleep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Placeholder {
+    /// 200..=599 (a placeholder is a final response).
+    pub status: u16,
+    /// At most [`MAX_PLACEHOLDER_BODY_CHARS`] characters; empty for 204 and 304.
+    pub body: String,
+    /// Lower-case names in the order given, checked by [`Placeholder::check_header`]. The proxy
+    /// adds `content-type` (sniffed from the body), `cache-control: no-store` and, for 503,
+    /// `retry-after` when they are not given.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Placeholder {
+    /// Default status, as KEDA's placeholder: 503, which tells clients and crawlers the page is
+    /// temporary.
+    pub const DEFAULT_STATUS: u16 = 503;
+
+    /// The status must be a final response code.
+    pub fn check_status(status: i64) -> Result<u16, String> {
+        u16::try_from(status)
+            .ok()
+            .filter(|s| (200..=599).contains(s))
+            .ok_or_else(|| format!("must be 200..=599 (got {status})"))
+    }
+
+    /// The body must fit the bound, and be empty where HTTP forbids a body.
+    pub fn check_body(status: u16, body: &str) -> Result<(), String> {
+        let chars = body.chars().count();
+        if chars > MAX_PLACEHOLDER_BODY_CHARS {
+            return Err(format!(
+                "must be at most {MAX_PLACEHOLDER_BODY_CHARS} characters (got {chars})"
+            ));
+        }
+        if matches!(status, 204 | 304) && !body.is_empty() {
+            return Err(format!("must be empty with status {status}"));
+        }
+        Ok(())
+    }
+
+    /// A header must be a valid HTTP field (token name, value without control characters) that
+    /// the proxy does not own ([`RESERVED_HEADERS`]). Returns the lower-case name.
+    pub fn check_header(name: &str, value: &str) -> Result<String, String> {
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(format!("{name:?} is not a valid HTTP header name"));
+        }
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(format!(
+                "{name:?} is set by the proxy (framing and hop-by-hop headers cannot be given)"
+            ));
+        }
+        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(format!(
+                "the value of {name:?} contains a control character (CR, LF, NUL…)"
+            ));
+        }
+        Ok(lower)
+    }
+
+    /// Builds a placeholder, reporting every problem as `(field, problem)` where field is
+    /// `status`, `body`, `headers` or `headers.<name>`: the caller renames and prefixes them.
+    pub fn build(
+        status: i64,
+        body: Option<String>,
+        headers: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Placeholder, Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        let status = match Placeholder::check_status(status) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(("status".to_string(), e));
+                Placeholder::DEFAULT_STATUS
+            }
+        };
+        let body = body.unwrap_or_default();
+        if let Err(e) = Placeholder::check_body(status, &body) {
+            errors.push(("body".to_string(), e));
+        }
+        let mut checked: Vec<(String, String)> = Vec::new();
+        for (name, value) in headers {
+            match Placeholder::check_header(&name, &value) {
+                Ok(lower) if checked.iter().any(|(n, _)| *n == lower) => errors.push((
+                    format!("headers.{name}"),
+                    "is given twice (names are case-insensitive)".to_string(),
+                )),
+                Ok(lower) => checked.push((lower, value)),
+                Err(e) => errors.push((format!("headers.{name}"), e)),
+            }
+        }
+        if checked.len() > MAX_PLACEHOLDER_HEADERS {
+            errors.push((
+                "headers".to_string(),
+                format!(
+                    "at most {MAX_PLACEHOLDER_HEADERS} headers (got {})",
+                    checked.len()
+                ),
+            ));
+        }
+        if errors.is_empty() {
+            Ok(Placeholder {
+                status,
+                body,
+                headers: checked,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The value given for header `name` (lower-case), if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Where a request goes instead of a `504` when its target has no ready endpoint with capacity
+/// by the end of the route's hold timeout (KEDA's `coldStartTimeoutFailoverRef`): an always-on
+/// fallback. Rouse never scales it; the target that timed out keeps starting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failover {
+    /// The target whose ready endpoints receive the requests ([`failover_target`] of the
+    /// route's target).
+    pub target: String,
+    /// A fixed address (the local file's `failover.url`): the proxy publishes it as the
+    /// target's only endpoint itself. `None`: the platform follows the target like any other
+    /// (a Service's EndpointSlices on Kubernetes).
+    pub addr: Option<SocketAddr>,
+}
+
+/// What [`failover_target`] appends to a target's name.
+pub const FAILOVER_SUFFIX: &str = "#failover";
+
+/// The name of the failover target of `target`: one per route target, never a routed name
+/// (`#` is not valid in an app name nor in a Kubernetes object key).
+pub fn failover_target(target: &str) -> String {
+    format!("{target}{FAILOVER_SUFFIX}")
+}
+
+/// Reads a failover URL as the local file gives it: `http://HOST:PORT` (a trailing `/` is
+/// allowed), HOST an IP address or `localhost` (no DNS lookup on the request path).
+pub fn parse_failover_url(raw: &str) -> Result<SocketAddr, String> {
+    let bad =
+        |why: &str| format!("{raw:?} {why}; expected http://IP:PORT, e.g. http://127.0.0.1:9000");
+    let rest = raw
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("is not an http:// URL"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#', '@']) {
+        return Err(bad("has a path, query or user part"));
+    }
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| bad("has no port"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| bad("has no valid port"))?;
+    let ip = if host.eq_ignore_ascii_case("localhost") {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        bare.parse::<IpAddr>()
+            .map_err(|_| bad("does not name an IP address or localhost"))?
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_placeholder_keeps_its_headers_lower_cased_and_in_order() {
+        let p = Placeholder::build(
+            503,
+            Some("<p>starting…</p>".into()),
+            [
+                ("Refresh".to_string(), "2".to_string()),
+                ("X-App".to_string(), "shop".to_string()),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(p.status, 503);
+        assert_eq!(p.header("refresh"), Some("2"));
+        assert_eq!(p.headers[1], ("x-app".to_string(), "shop".to_string()));
+    }
+
+    #[test]
+    fn every_placeholder_problem_is_named_by_its_field() {
+        let long = "x".repeat(MAX_PLACEHOLDER_BODY_CHARS + 1);
+        let errors = Placeholder::build(
+            99,
+            Some(long),
+            [
+                ("Content-Length".to_string(), "3".to_string()),
+                ("bad name".to_string(), "x".to_string()),
+                ("x-a".to_string(), "line\r\nbreak".to_string()),
+                ("X-B".to_string(), "1".to_string()),
+                ("x-b".to_string(), "2".to_string()),
+            ],
+        )
+        .expect_err("invalid");
+        let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "status",
+                "body",
+                "headers.Content-Length",
+                "headers.bad name",
+                "headers.x-a",
+                "headers.x-b"
+            ],
+            "{errors:?}"
+        );
+        assert!(errors[0].1.contains("200..=599"), "{errors:?}");
+        assert!(errors[1].1.contains("32768"), "{errors:?}");
+        let no_body = Placeholder::build(204, Some("x".into()), []).expect_err("204 with a body");
+        assert_eq!(no_body[0].0, "body");
+        let too_many = (0..=MAX_PLACEHOLDER_HEADERS).map(|i| (format!("x-{i}"), "v".to_string()));
+        let e = Placeholder::build(503, None, too_many).expect_err("too many");
+        assert_eq!(e[0].0, "headers");
+    }
+
+    #[test]
+    fn the_body_bound_counts_characters_like_the_crd() {
+        let exact = "é".repeat(MAX_PLACEHOLDER_BODY_CHARS);
+        assert!(Placeholder::check_body(503, &exact).is_ok());
+    }
+
+    #[test]
+    fn failover_urls_name_an_address_and_nothing_else() {
+        let ok = [
+            ("http://127.0.0.1:9000", "127.0.0.1:9000"),
+            ("http://127.0.0.1:9000/", "127.0.0.1:9000"),
+            ("http://localhost:81", "127.0.0.1:81"),
+            ("http://[::1]:8080", "[::1]:8080"),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(
+                parse_failover_url(raw).map(|a| a.to_string()).as_deref(),
+                Ok(want),
+                "{raw}"
+            );
+        }
+        for bad in [
+            "https://127.0.0.1:9000",
+            "127.0.0.1:9000",
+            "http://127.0.0.1",
+            "http://127.0.0.1:0",
+            "http://127.0.0.1:9000/path",
+            "http://example.com:80",
+            "http://u@127.0.0.1:80",
+        ] {
+            let e = parse_failover_url(bad).expect_err(bad);
+            assert!(e.contains("http://IP:PORT"), "{e}");
+        }
+        assert_eq!(failover_target("shop"), "shop#failover");
+    }
+}
