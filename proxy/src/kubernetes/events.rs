@@ -397,8 +397,10 @@ impl EventSource {
             }
 
             let config_changed = applied.as_ref().map(|p| &p.config) != Some(&next.config);
-            if config_changed {
-                self.replace(&next, &state, listen).await;
+            // A gateway that cannot be opened is tried again at the next replan; meanwhile the
+            // previous one keeps serving.
+            if config_changed && !self.replace(&next, &state, listen).await {
+                continue;
             }
             if config_changed || keys_changed {
                 self.apply_keys(&next, &keys);
@@ -425,8 +427,9 @@ impl EventSource {
         }
     }
 
-    /// Opens the gateway of `plan` and puts it in force; the one it replaces stops.
-    async fn replace(&self, plan: &Plan, state: &Arc<ProxyState>, listen: SocketAddr) {
+    /// Opens the gateway of `plan` and puts it in force; the one it replaces stops. `false`:
+    /// it could not be opened, and the previous one stays.
+    async fn replace(&self, plan: &Plan, state: &Arc<ProxyState>, listen: SocketAddr) -> bool {
         let next = match &plan.config {
             None => None,
             Some(config) => {
@@ -443,7 +446,7 @@ impl EventSource {
                     Ok(g) => g,
                     Err(e) => {
                         tracing::error!(error = %e, "Event gateway could not be opened; the previous one stays.");
-                        return;
+                        return false;
                     }
                 };
                 let guard = DeliveryGuard::new(
@@ -496,6 +499,7 @@ impl EventSource {
                 state.target(app).demand.set_queued(0);
             }
         }
+        true
     }
 
     /// Puts each served subscription's keys in force (those without a Secret need none).
