@@ -50,6 +50,12 @@ async fn a_cold_object_answers_with_its_placeholder_at_once_and_its_deployment_i
         |n| n >= 1,
     )
     .await;
+    // The controller logs its scale-up after the write the test just saw: wait for the line.
+    wait_until("the wake logged", Duration::from_secs(10), || async {
+        env.controllers[0].proc.count("reason=\"wake\"") >= 1
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
     assert_eq!(
         env.controllers[0].proc.count("reason=\"wake\""),
         1,
