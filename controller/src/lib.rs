@@ -17,6 +17,7 @@ pub mod policy;
 pub mod proxies;
 pub mod reconcile;
 pub mod scaler;
+mod status_writer;
 pub mod subscriptions;
 
 use std::sync::Arc;

@@ -33,6 +33,12 @@ impl GatewaySlot {
         self.0.load_full()
     }
 
+    /// The gateway in force, borrowed: cheaper than [`GatewaySlot::current`] on the request
+    /// path; not to be held across an `.await`.
+    pub fn load(&self) -> arc_swap::Guard<Option<Arc<EventGateway>>> {
+        self.0.load()
+    }
+
     /// Puts `next` in force and returns the one it replaces (for the caller to close).
     pub fn replace(&self, next: Option<EventGateway>) -> Option<Arc<EventGateway>> {
         self.0.swap(next.map(Arc::new))

@@ -46,6 +46,12 @@ async fn post(
     }
 }
 
+/// An Event Grid validation handshake with `code` to `/events/orders` on proxy `i`, with `key`.
+async fn handshake(env: &Env, i: usize, key: &str, code: &str) -> Resp {
+    let path = format!("/events/orders?code={key}");
+    post(env, i, &path, &[VALIDATE], validation(code)).await
+}
+
 /// Event Grid events `from..to` (ids `e-<n>`), one JSON array.
 fn events(from: usize, to: usize) -> String {
     let list: Vec<serde_json::Value> = (from..to)
@@ -213,14 +219,7 @@ async fn setup(prefix: &str) -> (Env, Nats) {
             "the webhook served with its key",
             Duration::from_secs(30),
             || async {
-                let r = post(
-                    &env,
-                    i,
-                    &format!("/events/orders?code={KEY_ONE}"),
-                    &[VALIDATE],
-                    validation("warm-up"),
-                )
-                .await;
+                let r = handshake(&env, i, KEY_ONE, "warm-up").await;
                 r.status == 200
             },
         )
@@ -234,24 +233,10 @@ async fn events_reach_a_target_at_zero_once_through_two_proxies_with_keys_from_a
     let (env, _nats) = setup("events").await;
 
     // The handshake is answered by Rouse at once, without waking the target.
-    let r = post(
-        &env,
-        0,
-        &format!("/events/orders?code={KEY_ONE}"),
-        &[VALIDATE],
-        validation("c0de-42"),
-    )
-    .await;
+    let r = handshake(&env, 0, KEY_ONE, "c0de-42").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("c0de-42"), "{}", r.body);
-    let wrong = post(
-        &env,
-        1,
-        "/events/orders?code=nope",
-        &[VALIDATE],
-        validation("c0de-43"),
-    )
-    .await;
+    let wrong = handshake(&env, 1, "nope", "c0de-43").await;
     assert_eq!(wrong.status, 401, "{}", wrong.body);
     assert!(
         !wrong.body.contains("c0de-43"),
@@ -347,36 +332,14 @@ async fn events_reach_a_target_at_zero_once_through_two_proxies_with_keys_from_a
             &env,
             "the new key in force",
             Duration::from_secs(20),
-            || async {
-                post(
-                    &env,
-                    i,
-                    &format!("/events/orders?code={KEY_TWO}"),
-                    &[VALIDATE],
-                    validation("r"),
-                )
-                .await
-                .status
-                    == 200
-            },
+            || async { handshake(&env, i, KEY_TWO, "r").await.status == 200 },
         )
         .await;
         wait_for(
             &env,
             "the old key refused",
             Duration::from_secs(20),
-            || async {
-                post(
-                    &env,
-                    i,
-                    &format!("/events/orders?code={KEY_ONE}"),
-                    &[VALIDATE],
-                    validation("r"),
-                )
-                .await
-                .status
-                    == 401
-            },
+            || async { handshake(&env, i, KEY_ONE, "r").await.status == 401 },
         )
         .await;
     }
@@ -452,14 +415,7 @@ async fn spec_secret_and_target_errors_show_as_conditions_naming_the_field() {
     let msg = wait_condition(&env, "copycat", "PathConflict", "True", "PathTaken").await;
     assert!(msg.contains("orders"), "{msg}");
     // The older one keeps serving.
-    let r = post(
-        &env,
-        1,
-        &format!("/events/orders?code={KEY_ONE}"),
-        &[VALIDATE],
-        validation("still"),
-    )
-    .await;
+    let r = handshake(&env, 1, KEY_ONE, "still").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let api: Api<EventSubscription> = Api::namespaced(env.client.clone(), &env.ns);
     api.delete("copycat", &DeleteParams::default())

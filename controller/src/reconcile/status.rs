@@ -6,20 +6,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
-use rouse_core::crd::conditions::action;
 use rouse_core::crd::{HTTPScaledObject, HTTPScaledObjectStatus, object_key};
-use serde_json::json;
 
 use super::Reconciler;
 use super::assess::Assessment;
 use super::conditions::{same_status, status_of, warnings};
-use crate::error::{Error, Result};
-
-/// Event notes are cut to this many characters (the API server's limit is 1 KiB).
-const NOTE_CHARS: usize = 1000;
+use crate::error::Result;
+use crate::status_writer::{patch_status, warn};
 
 impl Reconciler {
     /// Writes each assessed object's status where it changed. Failures are logged here and
@@ -62,57 +55,13 @@ impl Reconciler {
             reported.insert(a.key.clone(), previous);
             return Ok(());
         }
-        self.patch_status(o, &a.key, &status).await?;
+        patch_status(&self.client, o, &a.key, &status).await?;
         for c in warnings(&previous, &status) {
-            if let Err(e) = self.warn(o, &a.key, &c.reason, &c.message).await {
+            if let Err(e) = warn(&self.recorder, o, &a.key, &c.reason, &c.message).await {
                 tracing::debug!(error = %e, kind = e.metric_label(), "Event not recorded.");
             }
         }
         reported.insert(a.key.clone(), status);
         Ok(())
-    }
-
-    async fn patch_status(
-        &self,
-        o: &HTTPScaledObject,
-        key: &str,
-        status: &HTTPScaledObjectStatus,
-    ) -> Result<()> {
-        let namespace = o.namespace().ok_or_else(|| Error::MissingObjectKey {
-            object: key.to_string(),
-            key: ".metadata.namespace",
-        })?;
-        let api: Api<HTTPScaledObject> = Api::namespaced(self.client.clone(), &namespace);
-        let patch = json!({ "status": status });
-        api.patch_status(
-            &o.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(|source| Error::StatusPatch {
-            object: key.to_string(),
-            source,
-        })?;
-        Ok(())
-    }
-
-    /// A Warning Event on `o`.
-    async fn warn(&self, o: &HTTPScaledObject, key: &str, reason: &str, note: &str) -> Result<()> {
-        let event = Event {
-            type_: EventType::Warning,
-            reason: reason.to_string(),
-            note: Some(note.chars().take(NOTE_CHARS).collect()),
-            action: action::RECONCILE.into(),
-            secondary: None,
-        };
-        self.recorder
-            .publish(&event, &o.object_ref(&()))
-            .await
-            .map_err(|source| Error::PublishEvent {
-                object: key.to_string(),
-                reason: reason.to_string(),
-                source,
-            })
     }
 }

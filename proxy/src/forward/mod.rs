@@ -230,12 +230,15 @@ impl ProxyHttp for Forwarder {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let events = self.events.current();
-        if let Some(ev) = &events
+        // A guard, not a clone: no reference count is touched on the common path. It is let go
+        // before the webhook is served and once the delivery-path check is done.
+        let events = self.events.load();
+        if let Some(ev) = events.as_ref()
             && let Some(sub) = ev.gateway.subscription_for(session.req_header().uri.path())
         {
-            let sub = sub.clone();
-            webhook::serve(session, &ev.gateway, &sub).await?;
+            let (gateway, sub) = (ev.gateway.clone(), sub.clone());
+            drop(events);
+            webhook::serve(session, &gateway, &sub).await?;
             return Ok(true);
         }
         let snapshot = self.state.snapshot();
@@ -257,12 +260,16 @@ impl ProxyHttp for Forwarder {
             write_error(session, None, Reason::NoRoute, Some(&ctx.host), 0, None).await?;
             return Ok(true);
         };
-        if let Some(guard) = events.as_ref().map(|e| &e.guard) {
+        let verdict = events.as_ref().map(|e| {
             let presented = req
                 .headers
                 .get(DELIVERY_TOKEN_HEADER)
                 .map(http::HeaderValue::as_bytes);
-            match guard.check(&m.route.name, path, presented) {
+            e.guard.check(&m.route.name, path, presented)
+        });
+        drop(events);
+        if let Some(verdict) = verdict {
+            match verdict {
                 Verdict::Open => {}
                 Verdict::Delivery => ctx.delivery = true,
                 Verdict::Refused => {
