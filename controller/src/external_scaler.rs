@@ -3,8 +3,11 @@
 //! activation (`IsActive`, pushed by `StreamIsActive` the moment a request is held) and the
 //! summed pending count (`GetMetrics`) from the same demand the controller scales on.
 //!
-//! A `ScaledObjectRef` names its target by `scalerMetadata.httpScaledObject` (KEDA HTTP
-//! Add-on's key) or, without it, by the ScaledObject's own name, in its namespace.
+//! A `ScaledObjectRef` names its target by `scalerMetadata.interceptorRoute` (KEDA HTTP Add-on
+//! v0.14+, for an InterceptorRoute of either API group), `scalerMetadata.httpScaledObject` (its
+//! older key) or, without them, by the ScaledObject's own name, in its namespace. All three
+//! kinds share one key space (`namespace/name`), so the key alone finds the demand. An
+//! InterceptorRoute's metric is named as KEDA names it (`http_<name>_concurrency`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,19 +91,45 @@ use proto::*;
 /// How often `StreamIsActive` re-checks between wakes (KEDA HTTP Add-on: 200 ms).
 const STREAM_CHECK: Duration = Duration::from_millis(200);
 
+/// `scalerMetadata` key naming an InterceptorRoute (KEDA HTTP Add-on v0.14+).
+pub const INTERCEPTOR_ROUTE_KEY: &str = "interceptorRoute";
+/// `scalerMetadata` key naming an HTTPScaledObject (KEDA HTTP Add-on before v0.14).
+pub const HTTP_SCALED_OBJECT_KEY: &str = "httpScaledObject";
+
+/// The InterceptorRoute a reference names, if it names one.
+fn interceptor_route(r: &ScaledObjectRef) -> Option<&str> {
+    r.scaler_metadata
+        .get(INTERCEPTOR_ROUTE_KEY)
+        .map(String::as_str)
+        .filter(|n| !n.is_empty())
+}
+
 /// The target key (`namespace/name`) a reference means.
 pub fn target_of(r: &ScaledObjectRef) -> Result<String, Status> {
-    let name = r
-        .scaler_metadata
-        .get("httpScaledObject")
-        .filter(|n| !n.is_empty())
+    let name = interceptor_route(r)
+        .or_else(|| {
+            r.scaler_metadata
+                .get(HTTP_SCALED_OBJECT_KEY)
+                .map(String::as_str)
+                .filter(|n| !n.is_empty())
+        })
         .unwrap_or(&r.name);
     if name.is_empty() || r.namespace.is_empty() {
         return Err(Status::invalid_argument(
-            "ScaledObjectRef needs a namespace and a name (or scalerMetadata.httpScaledObject)",
+            "ScaledObjectRef needs a namespace and a name (or scalerMetadata.interceptorRoute \
+             or scalerMetadata.httpScaledObject)",
         ));
     }
     Ok(format!("{}/{name}", r.namespace))
+}
+
+/// The metric a reference gets: KEDA's InterceptorRoute name (`http_<name>_concurrency`) when
+/// it names an InterceptorRoute, else the HTTPScaledObject one ([`metric_name`]).
+fn metric_for(r: &ScaledObjectRef, target: &str) -> String {
+    match interceptor_route(r) {
+        Some(name) => format!("http_{name}_concurrency"),
+        None => metric_name(target),
+    }
 }
 
 /// KEDA HTTP Add-on's metric name for an object: `http-<ns>/<name>` with every character
@@ -138,7 +167,8 @@ impl Service {
                  (held + in-flight requests): use scalingMetric.concurrency"
             ))),
             None => Err(Status::not_found(format!(
-                "no valid HTTPScaledObject {target} (missing, or its spec is invalid: see its status)"
+                "no valid HTTPScaledObject or InterceptorRoute {target} (missing, or its spec is \
+                 invalid: see its status)"
             ))),
         }
     }
@@ -204,7 +234,7 @@ impl ExternalScaler for Service {
         let size = self.concurrency_target(&target)?;
         Ok(Response::new(GetMetricSpecResponse {
             metric_specs: vec![MetricSpec {
-                metric_name: metric_name(&target),
+                metric_name: metric_for(request.get_ref(), &target),
                 target_size: size.ceil() as i64,
                 target_size_float: size,
             }],
@@ -222,7 +252,7 @@ impl ExternalScaler for Service {
             .ok_or_else(|| Status::invalid_argument("scaledObjectRef is required"))?;
         let target = target_of(object)?;
         self.concurrency_target(&target)?;
-        let name = metric_name(&target);
+        let name = metric_for(object, &target);
         if !r.metric_name.is_empty() && r.metric_name != name {
             return Err(Status::not_found(format!(
                 "no metric {:?} for {target} (it has {name:?})",
@@ -286,6 +316,19 @@ mod tests {
         let with_meta = r("apps", "so", &[("httpScaledObject", "web")]);
         assert_eq!(target_of(&with_meta).ok().as_deref(), Some("apps/web"));
         assert!(target_of(&r("", "so", &[])).is_err());
+    }
+
+    #[test]
+    fn an_interceptor_route_trigger_names_its_route_and_gets_kedas_metric_name() {
+        let ir = r(
+            "apps",
+            "so",
+            &[("interceptorRoute", "shop"), ("httpScaledObject", "old")],
+        );
+        assert_eq!(target_of(&ir).ok().as_deref(), Some("apps/shop"));
+        assert_eq!(metric_for(&ir, "apps/shop"), "http_shop_concurrency");
+        let so = r("apps", "so", &[("httpScaledObject", "web")]);
+        assert_eq!(metric_for(&so, "apps/web"), "http-apps_002Fweb");
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Options {
     pub report_interval: Duration,
     /// Autoscaling tick.
     pub tick: Duration,
+    /// Also serve KEDA's `http.keda.sh/v1beta1` InterceptorRoutes (status, external scaler).
+    pub keda_interceptor_routes: bool,
 }
 
 /// Runs the controller until `stop` turns true; returns after releasing the Lease.
@@ -93,6 +95,7 @@ pub async fn run(
         metrics,
         recorder,
         tick: opts.tick,
+        keda_interceptor_routes: opts.keda_interceptor_routes,
     };
     reconciler.run(objects, leader_rx, stop).await;
     let _ = subscriptions.await;

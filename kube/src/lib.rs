@@ -89,3 +89,38 @@ where
         .iter()
         .all(|s| futures::FutureExt::now_or_never(s.wait_until_ready()).is_some())
 }
+
+/// Whether a watch failed because its kind cannot be watched at all here: the API server does
+/// not serve it (404: e.g. a CRD that is not installed) or this identity may not list it (403).
+/// A caller watching several kinds can then go on with the others rather than wait for ever
+/// (e.g. a proxy whose cluster lacks the InterceptorRoute CRD still routes HTTPScaledObjects).
+pub fn kind_unavailable(e: &watcher::Error) -> bool {
+    let status = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
+        watcher::Error::WatchError(s) => s.code,
+        _ => return false,
+    };
+    matches!(status, 403 | 404)
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+    use kube::runtime::watcher::Error;
+
+    use super::kind_unavailable;
+
+    #[test]
+    fn a_kind_not_served_or_not_allowed_is_unavailable_and_anything_else_is_transient() {
+        let api = |code| kube::Error::Api(Status::failure("x", "y").with_code(code).boxed());
+        assert!(kind_unavailable(&Error::InitialListFailed(api(404))));
+        assert!(kind_unavailable(&Error::WatchStartFailed(api(403))));
+        assert!(!kind_unavailable(&Error::InitialListFailed(api(500))));
+        assert!(!kind_unavailable(&Error::WatchError(
+            Status::failure("gone", "Expired").with_code(410).boxed()
+        )));
+        assert!(!kind_unavailable(&Error::NoResourceVersion));
+    }
+}

@@ -400,6 +400,7 @@ impl AppConfig {
                 retry_after_secs: self.cold_start.retry_after_secs,
                 placeholder,
                 failover,
+                static_answer: None,
             },
         };
         if errors.is_empty() {

@@ -27,9 +27,10 @@ enum Command {
     },
     /// Validate a local YAML file and exit: 0 if valid, 64 with every error otherwise.
     CheckConfig { config: PathBuf },
-    /// Run the proxy on Kubernetes: routes from HTTPScaledObjects, endpoints from the target
-    /// Services' EndpointSlices, demand streamed to `rouse-controller` (in-cluster config, or
-    /// KUBECONFIG); EventSubscriptions served as webhooks with the queue on NATS JetStream.
+    /// Run the proxy on Kubernetes: routes from HTTPScaledObjects and InterceptorRoutes,
+    /// endpoints from the target Services' EndpointSlices, demand streamed to `rouse-controller`
+    /// (in-cluster config, or KUBECONFIG); EventSubscriptions served as webhooks with the queue
+    /// on NATS JetStream.
     Kubernetes(Box<KubernetesArgs>),
 }
 
@@ -44,6 +45,10 @@ struct KubernetesArgs {
     /// Namespaces to watch, comma-separated; empty = all (needs cluster-wide read).
     #[arg(long, env = "ROUSE_NAMESPACES", default_value = "")]
     namespaces: String,
+    /// Also route KEDA HTTP Add-on's `http.keda.sh/v1beta1` InterceptorRoutes as they are
+    /// (KEDA's CRD must be installed, and the proxy allowed to list and watch them).
+    #[arg(long, env = "ROUSE_KEDA_INTERCEPTOR_ROUTES")]
+    keda_interceptor_routes: bool,
     /// This replica's name in the demand feed (the pod name).
     #[arg(long, env = "ROUSE_ID", default_value = "rouse-proxy")]
     id: String,
@@ -184,7 +189,11 @@ fn run_kubernetes(args: &KubernetesArgs) -> ExitCode {
     }
     let scope = rouse_proxy::kubernetes::Scope::parse(&args.namespaces);
     exit_code(rouse_proxy::server::run_kubernetes(
-        settings, scope, &args.id, queue,
+        settings,
+        scope,
+        args.keda_interceptor_routes,
+        &args.id,
+        queue,
     ))
 }
 

@@ -43,6 +43,8 @@ enum Platform {
     /// controller reads the demand feed and scales.
     Kubernetes {
         scope: Scope,
+        /// Also route KEDA's `http.keda.sh/v1beta1` InterceptorRoutes.
+        keda_interceptor_routes: bool,
         feed: DemandFeed,
         events: Arc<crate::kubernetes::events::EventSource>,
     },
@@ -106,6 +108,7 @@ impl BackgroundService for ControlPlane {
             }
             Platform::Kubernetes {
                 scope,
+                keda_interceptor_routes,
                 feed,
                 events,
             } => {
@@ -116,9 +119,13 @@ impl BackgroundService for ControlPlane {
                         std::process::exit(1);
                     }
                 };
+                let sources = crate::kubernetes::Sources {
+                    scope: scope.clone(),
+                    keda_interceptor_routes: *keda_interceptor_routes,
+                };
                 tokio::spawn(crate::kubernetes::run(
                     client.clone(),
-                    scope.clone(),
+                    sources,
                     self.state.clone(),
                     feed.clone(),
                 ));
@@ -151,10 +158,12 @@ impl BackgroundService for ControlPlane {
 /// `scope`), demand streamed to the controller on the admin listener as replica `id`.
 ///
 /// With `queue` (NATS JetStream), the `EventSubscription`s in scope are served as webhooks on
-/// the same listener; without it they are reported to the controller as not served.
+/// the same listener; without it they are reported to the controller as not served. With
+/// `keda_interceptor_routes`, KEDA's own InterceptorRoutes are routed too.
 pub fn run_kubernetes(
     settings: ProxySettings,
     scope: Scope,
+    keda_interceptor_routes: bool,
     id: &str,
     queue: Option<rouse_eventgrid::config::JetstreamConfig>,
 ) -> anyhow::Result<()> {
@@ -175,6 +184,7 @@ pub fn run_kubernetes(
     let slot = events.slot.clone();
     let platform = Platform::Kubernetes {
         scope,
+        keda_interceptor_routes,
         feed: DemandFeed::new(id).with_events(events.clone()),
         events,
     };

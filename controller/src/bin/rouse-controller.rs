@@ -24,6 +24,10 @@ struct Cli {
     /// Namespaces to watch, comma-separated; empty = all.
     #[arg(long, env = "ROUSE_NAMESPACES", default_value = "")]
     namespaces: String,
+    /// Also serve KEDA HTTP Add-on's `http.keda.sh/v1beta1` InterceptorRoutes: status
+    /// conditions and the external scaler (KEDA's CRD must be installed).
+    #[arg(long, env = "ROUSE_KEDA_INTERCEPTOR_ROUTES")]
+    keda_interceptor_routes: bool,
     /// `namespace/name` of the proxies' admin Service (its EndpointSlices list the replicas).
     #[arg(
         long,
@@ -119,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         report_interval: Duration::from_millis(cli.report_interval_ms.clamp(50, 60_000)),
         tick: Duration::from_millis(cli.tick_ms.max(50)),
+        keda_interceptor_routes: cli.keda_interceptor_routes,
     };
     let client = kube::Client::try_default().await?;
     let registry = prometheus::Registry::new();

@@ -4,8 +4,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use rouse_core::Conflict;
+use rouse_core::crd::HTTPScaledObjectStatus;
 use rouse_core::crd::conditions::{self, reason, status};
-use rouse_core::crd::{HTTPScaledObject, HTTPScaledObjectStatus, ScaleTargetRef};
 
 use super::assess::Assessment;
 use crate::scaler::Observed;
@@ -45,7 +45,7 @@ fn workload_ok(observed: Option<&Observed>) -> bool {
 
 /// TargetFound: the Service, then the workload (checked only once a scaling loop read `/scale`).
 pub(super) fn target_found(a: &Assessment, observed: Option<&Observed>) -> Verdict {
-    let (service, workload) = (&a.service, &a.workload);
+    let service = &a.service;
     if !a.service_found {
         let message = format!("service \"{service}\" not found");
         return Verdict::new(
@@ -55,6 +55,14 @@ pub(super) fn target_found(a: &Assessment, observed: Option<&Observed>) -> Verdi
             message,
         );
     }
+    let Some(workload) = &a.workload else {
+        return Verdict::new(
+            conditions::TARGET_FOUND,
+            true,
+            reason::RECONCILED,
+            format!("service {service} found; the workload is a KEDA ScaledObject's"),
+        );
+    };
     let (ok, why, message) = match observed {
         Some(Observed::NotFound(m)) => (false, reason::WORKLOAD_NOT_FOUND, m.clone()),
         Some(Observed::Replicas(_)) => (
@@ -92,8 +100,7 @@ pub(super) fn route_conflict(a: &Assessment) -> Verdict {
 
 /// ScalingActive: an HPA in the way, then the spec, then whether a loop may run.
 pub(super) fn scaling_active(a: &Assessment) -> Verdict {
-    let workload = &a.workload;
-    if let Some(hpa) = &a.hpa {
+    if let (Some(hpa), Some(workload)) = (&a.hpa, &a.workload) {
         let ns = &workload.namespace;
         return Verdict::new(
             conditions::SCALING_ACTIVE,
@@ -113,6 +120,19 @@ pub(super) fn scaling_active(a: &Assessment) -> Verdict {
             a.invalid.join("; "),
         );
     }
+    let Some(workload) = &a.workload else {
+        let name = a.key.split_once('/').map_or(a.key.as_str(), |(_, n)| n);
+        return Verdict::new(
+            conditions::SCALING_ACTIVE,
+            a.healthy(),
+            reason::EXTERNAL_SCALER,
+            format!(
+                "scaled by a KEDA ScaledObject through Rouse's external scaler (trigger \
+                 external-push, metadata interceptorRoute: {name}); name the workload in \
+                 spec.rouse.scaleTargetRef to let Rouse scale it"
+            ),
+        );
+    };
     Verdict::new(
         conditions::SCALING_ACTIVE,
         a.healthy(),
@@ -185,17 +205,16 @@ pub(super) fn decide(a: &Assessment, observed: Option<&Observed>) -> [Verdict; 4
     [ready, target_found, route_conflict(a), scaling]
 }
 
-/// The status `o` should have. Keeps a condition's `lastTransitionTime` while its status holds;
-/// a condition that is new or flipped gets `now`.
+/// The status the object assessed in `a` should have. Keeps a condition's `lastTransitionTime`
+/// while its status holds; a condition that is new or flipped gets `now`.
 pub(super) fn status_of(
-    o: &HTTPScaledObject,
     a: &Assessment,
     observed: Option<&Observed>,
     desired: Option<u32>,
     previous: &HTTPScaledObjectStatus,
     now: &Time,
 ) -> HTTPScaledObjectStatus {
-    let generation = o.metadata.generation;
+    let generation = a.generation;
     let conditions = decide(a, observed)
         .into_iter()
         .map(|v| stamp(v, generation, &previous.conditions, now))
@@ -205,8 +224,8 @@ pub(super) fn status_of(
         _ => previous.current_replicas,
     };
     HTTPScaledObjectStatus {
-        target_workload: Some(a.workload.to_string()),
-        target_service: Some(target_service(&o.spec.scale_target_ref)),
+        target_workload: a.workload.as_ref().map(ToString::to_string),
+        target_service: Some(a.target_service.clone()),
         conditions,
         observed_generation: generation,
         current_replicas: current,
@@ -233,15 +252,6 @@ fn stamp(v: Verdict, generation: Option<i64>, previous: &[Condition], now: &Time
         message: v.message,
         observed_generation: generation,
         last_transition_time: since,
-    }
-}
-
-/// `status.targetService`: `service:port`, `service:portName`, or the bare service.
-fn target_service(r: &ScaleTargetRef) -> String {
-    match (&r.port, &r.port_name) {
-        (Some(p), _) => format!("{}:{p}", r.service),
-        (None, Some(n)) => format!("{}:{n}", r.service),
-        _ => r.service.clone(),
     }
 }
 

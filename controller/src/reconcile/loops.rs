@@ -1,4 +1,5 @@
-//! One autoscaling loop per healthy object, on the leader only. A loop starts when its object
+//! One autoscaling loop per healthy object Rouse scales (not those a KEDA ScaledObject scales
+//! through the external scaler), on the leader only. A loop starts when its object
 //! turns healthy and stops when the object goes, turns unhealthy, changes policy or workload, or
 //! when leadership goes.
 
@@ -24,7 +25,9 @@ pub(super) struct Running {
 impl Running {
     /// Whether this loop still scales what `a` asks for.
     fn fits(&self, a: &Assessment) -> bool {
-        a.healthy() && a.policy.as_ref() == Some(&self.policy) && a.workload == self.workload
+        a.scaled_by_rouse()
+            && a.policy.as_ref() == Some(&self.policy)
+            && a.workload.as_ref() == Some(&self.workload)
     }
 }
 
@@ -56,13 +59,13 @@ impl Reconciler {
         leader: &watch::Receiver<bool>,
     ) {
         for (key, a) in assessments {
-            if !a.healthy() || running.contains_key(key) {
+            if !a.scaled_by_rouse() || running.contains_key(key) {
                 continue;
             }
-            let Some(policy) = a.policy.clone() else {
+            let (Some(policy), Some(workload)) = (a.policy.clone(), a.workload.clone()) else {
                 continue;
             };
-            let loop_ = self.start_loop(key, a, policy, leader);
+            let loop_ = self.start_loop(key, workload, policy, leader);
             running.insert(key.clone(), loop_);
         }
     }
@@ -70,11 +73,11 @@ impl Reconciler {
     fn start_loop(
         &self,
         key: &str,
-        a: &Assessment,
+        workload: WorkloadRef,
         policy: Policy,
         leader: &watch::Receiver<bool>,
     ) -> Running {
-        self.scaler.set_workload(key, a.workload.clone());
+        self.scaler.set_workload(key, workload.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         stop_when_leadership_goes(stop_tx.clone(), leader.clone());
         tokio::spawn(autoscale::run(
@@ -85,10 +88,10 @@ impl Reconciler {
             self.metrics.clone(),
             stop_rx,
         ));
-        tracing::info!(object = %key, workload = %a.workload, "Scaling loop started.");
+        tracing::info!(object = %key, workload = %workload, "Scaling loop started.");
         Running {
             policy,
-            workload: a.workload.clone(),
+            workload,
             stop: stop_tx,
         }
     }

@@ -1,5 +1,6 @@
-//! Where a Kubernetes scale decision is carried out: watches `HTTPScaledObject`s, target
-//! Services and HPAs; while leader, runs one autoscaling loop per healthy object (the policy is
+//! Where a Kubernetes scale decision is carried out: watches `HTTPScaledObject`s and
+//! `InterceptorRoute`s (rouse.dev, and KEDA's http.keda.sh ones when enabled), target Services
+//! and HPAs; while leader, runs one autoscaling loop per healthy object (the policy is
 //! [`rouse_scale`], fed by the proxies' summed demand) and writes each object's status and
 //! Events. A standby watches and aggregates too, so it takes over without a cold cache.
 //!
@@ -12,12 +13,13 @@
 
 mod assess;
 mod conditions;
+mod interceptor;
 mod loops;
 mod status;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +30,9 @@ use k8s_openapi::api::core::v1::Service;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
-use rouse_core::crd::{HTTPScaledObject, HTTPScaledObjectStatus};
+use rouse_core::crd::{
+    HTTPScaledObject, HTTPScaledObjectStatus, InterceptorRoute, KedaInterceptorRoute,
+};
 use rouse_kube::{Scope, WatchEvents, all_ready, watch_all};
 use rouse_scale::ScaleMetrics;
 use tokio::sync::watch;
@@ -52,6 +56,9 @@ pub struct Reconciler {
     pub recorder: Recorder,
     /// Autoscaling tick (decisions happen at once on wakes regardless).
     pub tick: Duration,
+    /// Also watch, answer for and write the status of KEDA's `http.keda.sh/v1beta1`
+    /// InterceptorRoutes (`--keda-interceptor-routes`; needs KEDA's CRD).
+    pub keda_interceptor_routes: bool,
 }
 
 /// What the reconciler keeps from one pass to the next.
@@ -59,7 +66,7 @@ pub struct Reconciler {
 struct State {
     /// The scaling loops running on this replica, by object key.
     running: Loops,
-    /// The status last written (or found unchanged) per object key.
+    /// The status last written (or found unchanged) per object (`key#kind`).
     reported: HashMap<String, HTTPScaledObjectStatus>,
 }
 
@@ -72,7 +79,12 @@ impl Reconciler {
         mut leader: watch::Receiver<bool>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut watches = Watches::start(&self.scope, &self.client, objects);
+        let mut watches = Watches::start(
+            &self.scope,
+            &self.client,
+            objects,
+            self.keda_interceptor_routes,
+        );
         let mut state = State::default();
         let mut resync = tokio::time::interval(RESYNC);
         loop {
@@ -81,7 +93,9 @@ impl Reconciler {
                     Some(Err(e)) => {
                         let kind = e.metric_label();
                         tracing::warn!(error = %e, kind, "Watch failed; retrying with backoff.");
-                        continue;
+                        if !watches.mark_unavailable(&e) {
+                            continue;
+                        }
                     }
                     Some(Ok(())) => {}
                     None => return,
@@ -108,7 +122,7 @@ impl Reconciler {
         self.stop_stale_loops(&mut state.running, &assessments, is_leader);
         if is_leader {
             self.start_loops(&mut state.running, &assessments, leader);
-            self.report_all(&world.objects, &assessments, &mut state.reported)
+            self.report_all(world, &assessments, &mut state.reported)
                 .await;
         } else {
             // Another replica writes status meanwhile: compare against the objects again when
@@ -117,13 +131,17 @@ impl Reconciler {
         }
         state
             .reported
-            .retain(|key, _| assessments.contains_key(key));
+            .retain(|slot, _| assessments.contains_key(slot.split('#').next().unwrap_or(slot)));
     }
 
     /// Every replica, leader or not, answers KEDA's external scaler: it needs each valid
     /// object's target.
     fn publish_targets(&self, assessments: &HashMap<String, Assessment>) {
         for (key, a) in assessments {
+            // Objects another kind of the same name replaces are filed under another key.
+            if *key != a.key {
+                continue;
+            }
             if let Some(p) = &a.policy {
                 self.aggregate.set_target(key, p.metric);
             }
@@ -136,6 +154,12 @@ impl Reconciler {
 /// The reflectors a reconciler reads, and their events merged into one stream.
 struct Watches {
     objects: Vec<Store<HTTPScaledObject>>,
+    routes: Vec<Store<InterceptorRoute>>,
+    /// Empty unless KEDA's InterceptorRoutes are enabled.
+    keda_routes: Vec<Store<KedaInterceptorRoute>>,
+    /// InterceptorRoute kinds the cluster does not serve or lets us list (CRD or RBAC missing):
+    /// the others are reconciled without waiting for them.
+    unavailable: HashSet<&'static str>,
     services: Vec<Store<Service>>,
     hpas: Vec<Store<HorizontalPodAutoscaler>>,
     /// One item per watch event (the content is read from the stores).
@@ -192,23 +216,55 @@ impl ObjectWatch {
     }
 }
 
+/// The watch names of the InterceptorRoute kinds (also in logs and errors).
+const ROUTES: &str = "InterceptorRoute";
+const KEDA_ROUTES: &str = "InterceptorRoute.http.keda.sh";
+
 impl Watches {
-    fn start(scope: &Scope, client: &Client, objects: ObjectWatch) -> Self {
+    /// Marks an InterceptorRoute kind whose watch failed for good (404/403) as unavailable, so
+    /// HTTPScaledObjects are still reconciled; whether that changed anything.
+    fn mark_unavailable(&mut self, e: &Error) -> bool {
+        let Error::Watch { kind, source } = e else {
+            return false;
+        };
+        let optional = *kind == ROUTES || *kind == KEDA_ROUTES;
+        if !(optional && rouse_kube::kind_unavailable(source) && self.unavailable.insert(kind)) {
+            return false;
+        }
+        tracing::warn!(
+            kind,
+            "Reconciling without this kind until it can be listed (CRD or RBAC missing?)."
+        );
+        true
+    }
+
+    fn start(scope: &Scope, client: &Client, objects: ObjectWatch, keda: bool) -> Self {
         let ObjectWatch {
             stores: objects,
             events: object_events,
             changed: _,
         } = objects;
+        let (routes, route_events) = watch_all::<InterceptorRoute>(scope, client);
         let (services, service_events) = watch_all::<Service>(scope, client);
         let (hpas, hpa_events) = watch_all::<HorizontalPodAutoscaler>(scope, client);
-        let events = futures::stream::select_all([
+        let mut streams = vec![
             object_events,
+            ticks(ROUTES, route_events),
             ticks("Service", service_events),
             ticks("HorizontalPodAutoscaler", hpa_events),
-        ])
-        .boxed();
+        ];
+        let mut keda_routes = Vec::new();
+        if keda {
+            let (stores, events) = watch_all::<KedaInterceptorRoute>(scope, client);
+            keda_routes = stores;
+            streams.push(ticks(KEDA_ROUTES, events));
+        }
+        let events = futures::stream::select_all(streams).boxed();
         Watches {
             objects,
+            routes,
+            keda_routes,
+            unavailable: HashSet::new(),
             services,
             hpas,
             events,
@@ -218,11 +274,19 @@ impl Watches {
     /// The watched state, once every store has seen its first list (before that, "absent"
     /// could mean "not listed yet").
     fn snapshot(&self) -> Option<World> {
-        if !(all_ready(&self.objects) && all_ready(&self.services) && all_ready(&self.hpas)) {
+        let listed = |ready: bool, kind: &str| ready || self.unavailable.contains(kind);
+        if !(all_ready(&self.objects)
+            && listed(all_ready(&self.routes), ROUTES)
+            && listed(all_ready(&self.keda_routes), KEDA_ROUTES)
+            && all_ready(&self.services)
+            && all_ready(&self.hpas))
+        {
             return None;
         }
         Some(World {
             objects: self.objects.iter().flat_map(Store::state).collect(),
+            routes: self.routes.iter().flat_map(Store::state).collect(),
+            keda_routes: self.keda_routes.iter().flat_map(Store::state).collect(),
             services: self
                 .services
                 .iter()

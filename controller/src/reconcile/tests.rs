@@ -43,6 +43,8 @@ fn hpa(name: &str, target: &str) -> Arc<HorizontalPodAutoscaler> {
 fn world(objects: &[&Arc<HTTPScaledObject>], services: &[&str]) -> World {
     World {
         objects: objects.iter().map(|o| Arc::clone(o)).collect(),
+        routes: Vec::new(),
+        keda_routes: Vec::new(),
         services: services
             .iter()
             .map(|s| format!("team/{s}"))
@@ -218,11 +220,19 @@ fn scale_target_ref_defaults_to_a_deployment_named_like_the_object() {
     let plain = object("plain", 2, "{scaleTargetRef: {service: s, portName: http}}");
     let all = assess(&world(&[&custom, &plain], &[]));
     assert_eq!(
-        all["team/w"].workload.to_string(),
+        all["team/w"]
+            .workload
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         "test.rouse.dev/v1/Widget/widget"
     );
     assert_eq!(
-        all["team/plain"].workload.to_string(),
+        all["team/plain"]
+            .workload
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         "apps/v1/Deployment/plain"
     );
 }
@@ -242,7 +252,7 @@ fn find<'a>(s: &'a HTTPScaledObjectStatus, type_: &str) -> &'a Condition {
 fn status_keeps_transition_times_while_a_condition_holds() {
     let web = app("web", 1, "web.test");
     let missing = assessed(&world(&[&web], &[]), "team/web");
-    let first = status_of(&web, &missing, None, None, &Default::default(), &at(10));
+    let first = status_of(&missing, None, None, &Default::default(), &at(10));
     let types: Vec<&str> = first.conditions.iter().map(|c| c.type_.as_str()).collect();
     assert_eq!(
         types,
@@ -268,7 +278,7 @@ fn status_keeps_transition_times_while_a_condition_holds() {
 
     // The Service appears: TargetFound and Ready flip, RouteConflict holds.
     let found = assessed(&world(&[&web], &["web"]), "team/web");
-    let second = status_of(&web, &found, None, None, &first, &at(20));
+    let second = status_of(&found, None, None, &first, &at(20));
     assert_eq!(
         find(&second, conditions::TARGET_FOUND).last_transition_time,
         at(20)
@@ -282,7 +292,7 @@ fn status_keeps_transition_times_while_a_condition_holds() {
         at(10)
     );
 
-    let again = status_of(&web, &found, None, None, &second, &at(30));
+    let again = status_of(&found, None, None, &second, &at(30));
     assert!(same_status(&again, &second));
     assert_eq!(again, second, "nothing changed, timestamps included");
     assert!(!same_status(&second, &first));
@@ -296,24 +306,17 @@ fn status_reports_target_service_and_replicas() {
         current_replicas: Some(4),
         ..Default::default()
     };
-    let s = status_of(&web, &a, None, None, &previous, &at(1));
+    let s = status_of(&a, None, None, &previous, &at(1));
     assert_eq!(s.target_service.as_deref(), Some("web:80"));
     assert_eq!(s.target_workload.as_deref(), Some("apps/v1/Deployment/web"));
     assert_eq!((s.current_replicas, s.desired_replicas), (Some(4), Some(4)));
     assert_eq!(s.observed_generation, Some(3));
-    let s = status_of(
-        &web,
-        &a,
-        Some(&Observed::Replicas(2)),
-        Some(5),
-        &previous,
-        &at(1),
-    );
+    let s = status_of(&a, Some(&Observed::Replicas(2)), Some(5), &previous, &at(1));
     assert_eq!((s.current_replicas, s.desired_replicas), (Some(2), Some(5)));
 
     let named = object("n", 1, "{scaleTargetRef: {service: n, portName: http}}");
     let a = assessed(&world(&[&named], &["n"]), "team/n");
-    let s = status_of(&named, &a, None, None, &Default::default(), &at(1));
+    let s = status_of(&a, None, None, &Default::default(), &at(1));
     assert_eq!(s.target_service.as_deref(), Some("n:http"));
 }
 
@@ -323,7 +326,7 @@ fn a_condition_turning_bad_warns_once_and_ready_never_does() {
     let second = app("second", 2, "shared.test");
     let w = world(&[&first, &second], &["first"]);
     let a = assessed(&w, "team/second");
-    let s = status_of(&second, &a, None, None, &Default::default(), &at(1));
+    let s = status_of(&a, None, None, &Default::default(), &at(1));
     let warned: Vec<(&str, &str)> = warnings(&Default::default(), &s)
         .iter()
         .map(|c| (c.type_.as_str(), c.reason.as_str()))
@@ -343,6 +346,101 @@ fn a_condition_turning_bad_warns_once_and_ready_never_does() {
 
     // The winner: nothing bad, nothing to warn about.
     let a = assessed(&w, "team/first");
-    let s = status_of(&first, &a, None, None, &Default::default(), &at(1));
+    let s = status_of(&a, None, None, &Default::default(), &at(1));
     assert!(warnings(&Default::default(), &s).is_empty(), "{s:?}");
+}
+
+/// A `rouse.dev` InterceptorRoute in namespace `team`.
+fn route(name: &str, created_secs: i64, spec: &str) -> Arc<rouse_core::crd::InterceptorRoute> {
+    let yaml = format!(
+        "apiVersion: rouse.dev/v1alpha1\nkind: InterceptorRoute\n\
+         metadata: {{name: {name}, namespace: team, generation: 2, \
+         creationTimestamp: \"1970-01-01T00:00:{created_secs:02}Z\"}}\nspec: {spec}\n"
+    );
+    Arc::new(serde_yaml::from_str(&yaml).expect("route parses"))
+}
+
+#[test]
+fn an_interceptor_route_without_a_workload_is_ready_and_scaled_by_keda() {
+    let shop = route(
+        "shop",
+        1,
+        "{target: {service: shop, port: 80}, rules: [{hosts: [shop.test]}], \
+         scalingMetric: {concurrency: {targetValue: 5}}}",
+    );
+    let mut w = world(&[], &["shop"]);
+    w.routes.push(shop);
+    let a = assessed(&w, "team/shop");
+    assert!(a.healthy() && !a.scaled_by_rouse(), "{a:?}");
+    let [r, t, _, s] = decide(&a, None);
+    assert_verdict(&r, conditions::READY, true, reason::RECONCILED);
+    assert_verdict(&t, conditions::TARGET_FOUND, true, reason::RECONCILED);
+    assert_verdict(
+        &s,
+        conditions::SCALING_ACTIVE,
+        true,
+        reason::EXTERNAL_SCALER,
+    );
+    assert!(s.message.contains("interceptorRoute: shop"), "{s:?}");
+    let status = status_of(&a, None, None, &Default::default(), &at(1));
+    assert_eq!(status.target_service.as_deref(), Some("shop:80"));
+    assert_eq!(status.target_workload, None);
+    assert_eq!(status.observed_generation, Some(2));
+}
+
+#[test]
+fn a_refused_interceptor_route_field_is_named_in_its_conditions() {
+    let slow = route(
+        "slow",
+        1,
+        "{target: {service: slow, port: 80}, scalingMetric: {concurrency: {targetValue: 5}}, \
+         timeouts: {responseHeader: 30s}, rouse: {scaleTargetRef: {name: slow}}}",
+    );
+    let mut w = world(&[], &["slow"]);
+    w.routes.push(slow);
+    let a = assessed(&w, "team/slow");
+    let [r, _, _, s] = decide(&a, None);
+    assert_verdict(&r, conditions::READY, false, reason::INVALID_SPEC);
+    assert_verdict(&s, conditions::SCALING_ACTIVE, false, reason::INVALID_SPEC);
+    assert!(
+        s.message
+            .starts_with("spec.timeouts.responseHeader: not served"),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn kinds_share_hosts_the_older_keeps_them_and_a_same_named_route_replaces_the_scaled_object() {
+    let old = app("old", 1, "shared.test");
+    let newer = route(
+        "newer",
+        2,
+        "{target: {service: newer, port: 80}, rules: [{hosts: [other.test]}, {hosts: [shared.test]}], \
+         scalingMetric: {concurrency: {targetValue: 5}}}",
+    );
+    let twin = app("twin", 3, "twin.test");
+    let twin_route = route(
+        "twin",
+        4,
+        "{target: {service: twin, port: 80}, scalingMetric: {concurrency: {targetValue: 5}}}",
+    );
+    let mut w = world(&[&old, &twin], &["old", "newer", "twin"]);
+    w.routes.extend([newer, twin_route]);
+    let all = assess(&w);
+    let c = all["team/newer"].conflict.as_ref().expect("conflict");
+    assert_eq!(
+        (c.existing.as_str(), c.host.as_str()),
+        ("team/old", "shared.test")
+    );
+    assert!(all["team/old"].conflict.is_none());
+    // The InterceptorRoute wins its name; the HTTPScaledObject is told why it is not served.
+    assert_eq!(all["team/twin"].kind, "InterceptorRoute rouse.dev/v1alpha1");
+    let loser = &all["team/twin#HTTPScaledObject rouse.dev/v1alpha1"];
+    assert!(
+        loser
+            .invalid
+            .iter()
+            .any(|e| e.starts_with("metadata.name: an InterceptorRoute")),
+        "{loser:?}"
+    );
 }

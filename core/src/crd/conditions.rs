@@ -47,7 +47,11 @@ pub mod reason {
     pub const HPA_OWNS_WORKLOAD: &str = "HPAOwnsWorkload";
     /// A scaling loop runs (or would, once the other conditions hold).
     pub const SCALING: &str = "Scaling";
-    /// The spec cannot be turned into a route or a scaling policy; the message names the fields.
+    /// InterceptorRoute without `spec.rouse.scaleTargetRef`: a KEDA ScaledObject scales the
+    /// workload, through Rouse's external scaler.
+    pub const EXTERNAL_SCALER: &str = "ExternalScaler";
+    /// The spec cannot be turned into a route or a scaling policy, or asks for something Rouse
+    /// does not serve (yet); the message names the fields.
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// EventSubscription: `spec.target.httpScaledObject` names no object in the namespace.
     pub const HTTP_SCALED_OBJECT_NOT_FOUND: &str = "HTTPScaledObjectNotFound";

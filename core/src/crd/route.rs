@@ -2,11 +2,12 @@
 //! (to route) and by the controller (to report invalid specs and route conflicts), so both agree
 //! on what an object means.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::ResourceExt;
 
-use super::HTTPScaledObject;
+use super::{ColdStartCaps, HTTPScaledObject, HeaderSpec};
 use crate::route::{
     Failover, HeaderMatch, HostPattern, PathPrefix, Placeholder, Route, RouteLimits,
     UpstreamProtocol, failover_target,
@@ -69,46 +70,19 @@ pub fn parse_go_duration(raw: &str) -> Result<Duration, String> {
 pub fn route_of(o: &HTTPScaledObject) -> Result<Route, Vec<String>> {
     let s = &o.spec;
     let mut errors = Vec::new();
-    let hosts: Vec<HostPattern> = match s.hosts.as_deref() {
-        None | Some([]) => vec![HostPattern::Any],
-        Some(hosts) => hosts
-            .iter()
-            .filter_map(|h| {
-                HostPattern::parse(h)
-                    .map_err(|e| errors.push(format!("spec.hosts: {e}")))
-                    .ok()
-            })
-            .collect(),
-    };
-    let path_prefixes: Vec<PathPrefix> = s
-        .path_prefixes
-        .iter()
-        .flatten()
-        .filter_map(|p| {
-            PathPrefix::parse(p)
-                .map_err(|e| errors.push(format!("spec.pathPrefixes: {e}")))
-                .ok()
-        })
-        .collect();
-    let headers: Vec<HeaderMatch> = s
-        .headers
-        .iter()
-        .flatten()
-        .filter_map(|h| {
-            let m = match &h.value {
-                Some(v) => HeaderMatch::new(&h.name, v),
-                None => HeaderMatch::present(&h.name),
-            };
-            m.map_err(|e| errors.push(format!("spec.headers: {e}")))
-                .ok()
-        })
-        .collect();
+    let hosts = hosts_of("spec.hosts", s.hosts.as_deref(), &mut errors);
+    let path_prefixes = prefixes_of(
+        "spec.pathPrefixes",
+        s.path_prefixes.iter().flatten().map(String::as_str),
+        &mut errors,
+    );
+    let headers = headers_of("spec.headers", s.headers.as_deref(), &mut errors);
     let ext = s.rouse.clone().unwrap_or_default();
-    let rewrite_prefix = ext.rewrite_prefix.as_deref().and_then(|p| {
-        PathPrefix::parse(p)
-            .map_err(|e| errors.push(format!("spec.rouse.rewritePrefix: {e}")))
-            .ok()
-    });
+    let rewrite_prefix = rewrite_of(
+        "spec.rouse.rewritePrefix",
+        ext.rewrite_prefix.as_deref(),
+        &mut errors,
+    );
 
     let mut limits = RouteLimits::default();
     // Whether the object sets a hold timeout itself (KEDA's failover default applies if not).
@@ -127,23 +101,11 @@ pub fn route_of(o: &HTTPScaledObject) -> Result<Route, Vec<String>> {
             Err(e) => errors.push(format!("spec.timeouts.conditionWait: {e}")),
         }
     }
-    if let Some(caps) = &ext.cold_start {
-        let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0);
-        if let Some(n) = positive(caps.max_held_requests) {
-            limits.max_held_requests = usize::try_from(n).unwrap_or(usize::MAX);
-        }
-        if let Some(n) = positive(caps.max_held_bytes) {
-            limits.max_held_bytes = n;
-        }
-        if let Some(ms) = positive(caps.hold_timeout_ms) {
-            limits.hold_timeout = Duration::from_millis(ms);
-            hold_timeout_given = true;
-        }
-    }
-    limits.endpoint_concurrency = ext
-        .endpoint_concurrency
-        .and_then(|c| u32::try_from(c).ok())
-        .filter(|c| *c > 0);
+    hold_timeout_given |= apply_caps(
+        &mut limits,
+        ext.cold_start.as_ref(),
+        ext.endpoint_concurrency,
+    );
     let key = object_key(o);
     if let Some(f) = &s.cold_start_timeout_failover_ref {
         const FIELD: &str = "spec.coldStartTimeoutFailoverRef";
@@ -179,18 +141,13 @@ pub fn route_of(o: &HTTPScaledObject) -> Result<Route, Vec<String>> {
                     .to_string(),
             );
         }
-        let headers = p.headers.iter().map(|(k, v)| (k.clone(), v.clone()));
-        match Placeholder::build(i64::from(p.status_code), p.body.clone(), headers) {
-            Ok(p) => limits.placeholder = Some(p),
-            Err(es) => errors.extend(es.into_iter().map(|(field, e)| {
-                let field = if field == "status" {
-                    "statusCode".to_string()
-                } else {
-                    field
-                };
-                format!("spec.rouse.placeholder.{field}: {e}")
-            })),
-        }
+        limits.placeholder = placeholder_of(
+            "spec.rouse.placeholder",
+            i64::from(p.status_code),
+            p.body.clone(),
+            &p.headers,
+            &mut errors,
+        );
     }
 
     if !errors.is_empty() {
@@ -206,6 +163,127 @@ pub fn route_of(o: &HTTPScaledObject) -> Result<Route, Vec<String>> {
         upstream_protocol: UpstreamProtocol::Http1,
         limits,
     })
+}
+
+/// The host patterns of one match block; no hosts means any host (KEDA's catch-all). Each
+/// problem is named under `field` (`spec.hosts`, `spec.rules[1].hosts`).
+pub(super) fn hosts_of(
+    field: &str,
+    hosts: Option<&[String]>,
+    errors: &mut Vec<String>,
+) -> Vec<HostPattern> {
+    match hosts {
+        None | Some([]) => vec![HostPattern::Any],
+        Some(hosts) => hosts
+            .iter()
+            .filter_map(|h| {
+                HostPattern::parse(h)
+                    .map_err(|e| errors.push(format!("{field}: {e}")))
+                    .ok()
+            })
+            .collect(),
+    }
+}
+
+/// The path prefixes of one match block (none means `/`), problems named under `field`.
+pub(super) fn prefixes_of<'a>(
+    field: &str,
+    paths: impl Iterator<Item = &'a str>,
+    errors: &mut Vec<String>,
+) -> Vec<PathPrefix> {
+    paths
+        .filter_map(|p| {
+            PathPrefix::parse(p)
+                .map_err(|e| errors.push(format!("{field}: {e}")))
+                .ok()
+        })
+        .collect()
+}
+
+/// The header matches of one match block (no value: present), problems named under `field`.
+pub(super) fn headers_of(
+    field: &str,
+    headers: Option<&[HeaderSpec]>,
+    errors: &mut Vec<String>,
+) -> Vec<HeaderMatch> {
+    headers
+        .iter()
+        .copied()
+        .flatten()
+        .filter_map(|h| {
+            let m = match &h.value {
+                Some(v) => HeaderMatch::new(&h.name, v),
+                None => HeaderMatch::present(&h.name),
+            };
+            m.map_err(|e| errors.push(format!("{field}: {e}"))).ok()
+        })
+        .collect()
+}
+
+/// The rewrite prefix of `spec.rouse.rewritePrefix`, if given and valid.
+pub(super) fn rewrite_of(
+    field: &str,
+    raw: Option<&str>,
+    errors: &mut Vec<String>,
+) -> Option<PathPrefix> {
+    raw.and_then(|p| {
+        PathPrefix::parse(p)
+            .map_err(|e| errors.push(format!("{field}: {e}")))
+            .ok()
+    })
+}
+
+/// Applies Rouse's `coldStart` caps and `endpointConcurrency` to `limits`; returns whether they
+/// set the hold timeout (`holdTimeoutMs`), which then wins over KEDA's timeouts.
+pub(super) fn apply_caps(
+    limits: &mut RouteLimits,
+    caps: Option<&ColdStartCaps>,
+    endpoint_concurrency: Option<i32>,
+) -> bool {
+    let mut hold_timeout_given = false;
+    if let Some(caps) = caps {
+        let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0);
+        if let Some(n) = positive(caps.max_held_requests) {
+            limits.max_held_requests = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = positive(caps.max_held_bytes) {
+            limits.max_held_bytes = n;
+        }
+        if let Some(ms) = positive(caps.hold_timeout_ms) {
+            limits.hold_timeout = Duration::from_millis(ms);
+            hold_timeout_given = true;
+        }
+    }
+    limits.endpoint_concurrency = endpoint_concurrency
+        .and_then(|c| u32::try_from(c).ok())
+        .filter(|c| *c > 0);
+    hold_timeout_given
+}
+
+/// A checked fixed response (placeholder or static route), problems named under `field`
+/// (`spec.rouse.placeholder.statusCode`, `spec.staticRoutes[0].response.body`, ...).
+pub(super) fn placeholder_of(
+    field: &str,
+    status: i64,
+    body: Option<String>,
+    headers: &BTreeMap<String, String>,
+    errors: &mut Vec<String>,
+) -> Option<Placeholder> {
+    let headers = headers.iter().map(|(k, v)| (k.clone(), v.clone()));
+    match Placeholder::build(status, body, headers) {
+        Ok(p) => Some(p),
+        Err(es) => {
+            errors.extend(es.into_iter().map(|(f, e)| {
+                let f = if f == "status" {
+                    "statusCode".to_string()
+                } else {
+                    f
+                };
+                format!("{field}.{f}: {e}")
+            }));
+            None
+        }
+    }
 }
 
 /// Objects in the order their routes are claimed: oldest first (ties by key), so on a conflict

@@ -153,6 +153,33 @@ impl Placeholder {
     }
 }
 
+/// A fixed answer for the requests of a static route (KEDA's `staticRoutes`: health probes,
+/// maintenance pages): the proxy writes it itself, and such a request is never counted as demand
+/// nor wakes the target, so a load balancer's probe cannot keep an idle app awake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaticAnswer {
+    /// Status, body and headers, checked like a placeholder's.
+    pub response: Placeholder,
+    pub mode: StaticMode,
+}
+
+/// When a static route answers by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum StaticMode {
+    /// Only while the target has no ready endpoint; otherwise the request is forwarded
+    /// (uncounted). KEDA's default.
+    WhenUnavailable,
+    /// Always, even when the target runs (e.g. a planned maintenance page).
+    Always,
+}
+
+impl StaticAnswer {
+    /// Whether the proxy answers itself, given whether the target has a ready endpoint.
+    pub fn answers(&self, ready: bool) -> bool {
+        self.mode == StaticMode::Always || !ready
+    }
+}
+
 /// Where a request goes instead of a `504` when its target has no ready endpoint with capacity
 /// by the end of the route's hold timeout (KEDA's `coldStartTimeoutFailoverRef`): an always-on
 /// fallback. Rouse never scales it; the target that timed out keeps starting.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cold::{
     FAILOVER_SUFFIX, Failover, MAX_PLACEHOLDER_BODY_CHARS, MAX_PLACEHOLDER_HEADERS, Placeholder,
-    failover_target, parse_failover_url,
+    StaticAnswer, StaticMode, failover_target, parse_failover_url,
 };
 pub use table::{Conflict, Match, NoHeaders, RequestHeaders, RouteTable, normalize_path};
 
@@ -291,6 +291,9 @@ pub struct RouteLimits {
     pub placeholder: Option<Placeholder>,
     /// Forward requests still held at `hold_timeout` here instead of answering 504. `None`: 504.
     pub failover: Option<Failover>,
+    /// A static route: answer with this (never counted, never waking the target) instead of
+    /// holding. `None`: an ordinary route.
+    pub static_answer: Option<StaticAnswer>,
 }
 
 impl Default for RouteLimits {
@@ -303,6 +306,7 @@ impl Default for RouteLimits {
             retry_after_secs: 1,
             placeholder: None,
             failover: None,
+            static_answer: None,
         }
     }
 }

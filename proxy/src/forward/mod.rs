@@ -2,9 +2,11 @@
 //!
 //! 1. `request_filter`: pick the route (404 JSON when none) and count the request; while the
 //!    target is cold, a route with a placeholder answers with it here and wakes the target
-//!    ([`cold::placeholder_for`], [`crate::hold::claim_wake`]).
+//!    ([`cold::placeholder_for`], [`crate::hold::claim_wake`]). A static route answers with its
+//!    fixed response here, or marks the request uncounted, and never wakes the target.
 //! 2. `upstream_peer`: take an endpoint slot, holding the request while the target is cold or
-//!    full ([`crate::hold::acquire`]); a hold that times out goes to the route's failover if it
+//!    full ([`crate::hold::acquire`]; a static route's request never holds:
+//!    [`crate::hold::static_slot`]); a hold that times out goes to the route's failover if it
 //!    has one ([`cold::after_hold`]); on a refused connection pingora retries this phase with
 //!    the failed endpoint excluded.
 //! 3. `upstream_request_filter`: hop-by-hop and forwarding headers, origin-form URI, rewrite.
@@ -31,7 +33,7 @@ use rouse_core::{UpstreamProtocol, normalize_path};
 
 use crate::delivery_guard::{DELIVERY_TOKEN_HEADER, Verdict};
 use crate::event_gateway::GatewaySlot;
-use crate::hold::{EndpointSlot, acquire, claim_wake, failover_slot};
+use crate::hold::{EndpointSlot, acquire, claim_wake, failover_slot, static_slot};
 use crate::state::{ActiveRequest, ProxyState, RouteState};
 use cold::{AfterHold, ColdView};
 use respond::{Reason, write_error, write_placeholder};
@@ -87,6 +89,8 @@ pub struct RequestCtx {
     failover: Option<Reason>,
     /// Added to the error body's `detail` (why the failover could not take the request).
     detail: Option<String>,
+    /// A static route's request forwarded to a running target: not demand, never held.
+    uncounted: bool,
 }
 
 impl RequestCtx {
@@ -214,6 +218,7 @@ impl ProxyHttp for Forwarder {
             forwarded_at: None,
             failover: None,
             detail: None,
+            uncounted: false,
         }
     }
 
@@ -288,6 +293,17 @@ impl ProxyHttp for Forwarder {
             write_error(session, None, Reason::NoRoute, Some(&host), 0, None).await?;
             return Ok(true);
         };
+        if let Some(answer) = &route.route.limits.static_answer {
+            // Never counted nor woken: a probe must not start (or keep up) the target.
+            if answer.answers(!route.target.endpoints().is_empty()) {
+                ctx.host = host;
+                let retry_after = route.route.limits.retry_after_secs;
+                ctx.route = Some(route.clone());
+                write_placeholder(session, &answer.response, retry_after).await?;
+                return Ok(true);
+            }
+            ctx.uncounted = true;
+        }
         if route.route.limits.placeholder.is_some() {
             let endpoints = route.target.endpoints();
             let view = ColdView {
@@ -317,7 +333,9 @@ impl ProxyHttp for Forwarder {
         }
         ctx.deadline = Some(Instant::now() + route.route.limits.hold_timeout);
         ctx.host = host;
-        route.target.demand.request_started();
+        if !ctx.uncounted {
+            route.target.demand.request_started();
+        }
         ctx.route = Some(route);
         Ok(false)
     }
@@ -336,6 +354,20 @@ impl ProxyHttp for Forwarder {
             // A failover endpoint refused: another one, never the hold again.
             let slot = self.take_failover(&route, ctx, reason)?;
             return Ok(self.peer_for(&route, ctx, slot));
+        }
+        if ctx.uncounted {
+            // A static route's request: forwarded while the target runs, answered (503) if it
+            // just lost its last endpoint; never held, so never a wake.
+            return match static_slot(&route, &ctx.refused) {
+                Some(slot) => Ok(self.peer_for(&route, ctx, slot)),
+                None => {
+                    ctx.reason = Some(Reason::NoEndpoint);
+                    Err(Error::explain(
+                        ErrorType::HTTPStatus(Reason::NoEndpoint.status()),
+                        Reason::NoEndpoint.as_str(),
+                    ))
+                }
+            };
         }
         let deadline = *ctx
             .deadline

@@ -11,4 +11,4 @@ pub mod queue;
 
 pub use budget::{Budget, Caps, Counter, HoldPermit};
 pub use claim::claim_wake;
-pub use queue::{Acquired, EndpointSlot, acquire, failover_slot};
+pub use queue::{Acquired, EndpointSlot, acquire, failover_slot, static_slot};

@@ -25,6 +25,9 @@ pub struct EndpointSlot {
     pub endpoint: Arc<Endpoint>,
     target: Arc<Target>,
     in_flight: prometheus::IntGauge,
+    /// Whether the request counts as the target's demand (not for a static route's request:
+    /// a load balancer's probe must not keep an idle app awake).
+    counted: bool,
 }
 
 impl EndpointSlot {
@@ -41,8 +44,24 @@ impl EndpointSlot {
             endpoint,
             target: target.clone(),
             in_flight: route.metrics.in_flight.clone(),
+            counted: true,
         }
     }
+}
+
+/// A slot on a ready endpoint for a static route's request that is forwarded (its target is
+/// up), without counting it as demand; `None` when no endpoint has room right now. Never holds
+/// nor wakes: a static route's request must not start the target.
+pub fn static_slot(route: &RouteState, exclude: &[SocketAddr]) -> Option<EndpointSlot> {
+    let cap = route.route.limits.endpoint_concurrency;
+    let endpoint = balance::pick(&route.target.endpoints(), cap, exclude)?;
+    route.metrics.in_flight.inc();
+    Some(EndpointSlot {
+        endpoint,
+        target: route.target.clone(),
+        in_flight: route.metrics.in_flight.clone(),
+        counted: false,
+    })
 }
 
 /// A slot on one of `route`'s failover endpoints for a request the hold gave up on, or why
@@ -65,8 +84,10 @@ pub fn failover_slot(route: &RouteState, exclude: &[SocketAddr]) -> Result<Endpo
 impl Drop for EndpointSlot {
     fn drop(&mut self) {
         self.target.release(&self.endpoint);
-        self.target.demand.in_flight_dec();
-        self.target.demand.request_finished();
+        if self.counted {
+            self.target.demand.in_flight_dec();
+            self.target.demand.request_finished();
+        }
         self.in_flight.dec();
     }
 }

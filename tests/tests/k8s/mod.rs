@@ -75,6 +75,11 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "examples/events/subscription.yaml",
         include_str!("../../../manifests/examples/events/subscription.yaml"),
     ),
+    // Namespace `default`, also outside every test's `--namespaces`.
+    (
+        "examples/interceptorroute.yaml",
+        include_str!("../../../manifests/examples/interceptorroute.yaml"),
+    ),
 ];
 
 /// Server-side applies every document of `yaml` (any kind, resolved by discovery).
@@ -305,6 +310,8 @@ pub struct Env {
     pub controllers: Vec<Controller>,
     /// Added to every `rouse kubernetes` started from now on (e.g. `--nats-url`).
     pub proxy_args: Vec<String>,
+    /// Added to every `rouse-controller` started from now on (e.g. `--keda-interceptor-routes`).
+    pub controller_args: Vec<String>,
     proxy_kubeconfig: PathBuf,
     controller_kubeconfig: PathBuf,
 }
@@ -354,6 +361,7 @@ impl Env {
             proxies: Vec::new(),
             controllers: Vec::new(),
             proxy_args: Vec::new(),
+            controller_args: Vec::new(),
             proxy_kubeconfig,
             controller_kubeconfig,
         }
@@ -481,6 +489,7 @@ impl Env {
             .args(["--admin-listen", &admin.to_string()])
             .args(["--external-scaler-listen", &grpc.to_string()])
             .args(["--id", &id])
+            .args(&self.controller_args)
             .env("KUBECONFIG", &self.controller_kubeconfig)
             .env("ROUSE_LOG", "info");
         let proc = Proc::spawn(&id, cmd);
