@@ -14,6 +14,7 @@
 //! ```
 
 pub mod backends;
+pub mod helm;
 pub mod nats;
 mod pki;
 pub(crate) mod procs;
