@@ -352,7 +352,7 @@ impl Gateway {
             .rejected
             .with_label_values(&[&sub.config.name, &status.to_string(), reason])
             .inc();
-        tracing::info!(subscription = %sub.config.name, status, reason, message, "Webhook request refused.");
+        tracing::info!(subscription = %sub.config.name, status, reason, detail = message, "Webhook request refused.");
         Response::error(status, &sub.config.name, reason, message)
     }
 
@@ -449,7 +449,7 @@ impl Gateway {
                     .rejected
                     .with_label_values(&[&sub.config.name, "499", "client_closed"])
                     .inc();
-                tracing::info!(subscription = %sub.config.name, status = 499, reason = "client_closed", message = %m, "Webhook sender hung up before the body was complete.");
+                tracing::info!(subscription = %sub.config.name, status = 499, reason = "client_closed", detail = %m, "Webhook sender hung up before the body was complete.");
                 None
             }
         }
