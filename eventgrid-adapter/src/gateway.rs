@@ -350,9 +350,9 @@ impl Gateway {
     pub fn reject(&self, sub: &Subscription, status: u16, reason: &str, message: &str) -> Response {
         self.metrics
             .rejected
-            .with_label_values(&[&sub.config.name, &status.to_string()])
+            .with_label_values(&[&sub.config.name, &status.to_string(), reason])
             .inc();
-        tracing::info!(subscription = %sub.config.name, status, reason, message, "Webhook request refused.");
+        tracing::info!(subscription = %sub.config.name, status, reason, detail = message, "Webhook request refused.");
         Response::error(status, &sub.config.name, reason, message)
     }
 
@@ -447,9 +447,9 @@ impl Gateway {
             BodyError::ClientGone(m) => {
                 self.metrics
                     .rejected
-                    .with_label_values(&[&sub.config.name, "499"])
+                    .with_label_values(&[&sub.config.name, "499", "client_closed"])
                     .inc();
-                tracing::info!(subscription = %sub.config.name, status = 499, reason = "client_closed", message = %m, "Webhook sender hung up before the body was complete.");
+                tracing::info!(subscription = %sub.config.name, status = 499, reason = "client_closed", detail = %m, "Webhook sender hung up before the body was complete.");
                 None
             }
         }
@@ -512,6 +512,7 @@ impl Gateway {
                 "store_unavailable",
                 &format!("events could not be stored durably: {e}"),
             ),
+            Refused::TooLarge(e) => self.reject(sub, 413, "event_too_large", &e),
         }
     }
 
@@ -650,6 +651,7 @@ impl Gateway {
             return Err(match e {
                 QueueError::Full => Refused::Full,
                 QueueError::Unavailable(e) => Refused::Store(e),
+                e @ QueueError::TooLarge { .. } => Refused::TooLarge(e.to_string()),
             });
         }
         self.dedupe.commit(reservation);
@@ -767,6 +769,8 @@ enum Refused {
     Store(String),
     /// The same event is being stored by a concurrent request.
     InFlight,
+    /// An event is larger than the queue takes in one message (final: 413).
+    TooLarge(String),
 }
 
 fn forwarded_headers(names: &[String], headers: &Headers) -> Vec<(String, String)> {

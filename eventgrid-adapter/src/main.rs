@@ -27,11 +27,14 @@ struct Cli {
     admin_listen: SocketAddr,
     #[arg(long, env = "ROUSE_LOG", default_value = "info")]
     log: String,
+    /// Log line format: `text` (for people) or `json` (one object per line, for pipelines).
+    #[arg(long, env = "ROUSE_LOG_FORMAT", default_value = "text")]
+    log_format: rouse_core::logging::LogFormat,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    rouse_core::logging::init(&cli.log, &[]);
+    rouse_core::logging::init(&cli.log, cli.log_format, &[]);
     let config = match load(&cli.config) {
         Ok(c) => c,
         Err(errors) => {

@@ -15,7 +15,7 @@ pub struct Metrics {
     pub dead_lettered: IntCounterVec,
     /// Events acknowledged but dropped as duplicates.
     pub deduplicated: IntCounterVec,
-    /// Requests refused, by status.
+    /// Requests refused, by status and reason (the `reason` of the JSON error body).
     pub rejected: IntCounterVec,
     /// `ce-*` header values kept raw (not well-formed percent-encoding).
     pub raw_header_values: IntCounterVec,
@@ -62,8 +62,8 @@ impl Metrics {
             ),
             rejected: counter(
                 "rouse_event_requests_rejected_total",
-                "Webhook requests refused, by status.",
-                &["subscription", "status"],
+                "Webhook requests refused, by status and reason.",
+                &["subscription", "status", "reason"],
             ),
             raw_header_values: counter(
                 "rouse_events_raw_header_values_total",

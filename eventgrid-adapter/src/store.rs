@@ -7,7 +7,9 @@
 //!
 //! Record framing: `len: u32 LE | crc32: u32 LE | JSON`. A torn or corrupt tail (a crash mid
 //! write) ends the replay and is cut off: it can only hold records that were never acknowledged
-//! (acks follow the fsync). `Done` records are fsync'd in the background (at most
+//! (acks follow the fsync). A request's events are one record (`AcceptedBatch`), so a crash in
+//! the middle of writing them replays none of them, never a part (logs written before that hold
+//! one `Accepted` record per event, and replay as they are). `Done` records are fsync'd in the background (at most
 //! [`DONE_SYNC`] later): losing one in a crash means redelivering that event, never losing it.
 //! When nothing in it is pending any more and the log exceeds [`COMPACT_BYTES`], it is
 //! replaced (atomically: new file, fsync, rename) by one holding only the dedupe window's keys.
@@ -36,7 +38,9 @@ pub const DONE_SYNC: Duration = Duration::from_millis(100);
 pub const COMPACT_BYTES: u64 = 64 * 1024 * 1024;
 /// Largest record written or replayed (a corrupt length must not allocate gigabytes; an
 /// acknowledged record must never be one replay refuses).
-pub const MAX_RECORD: u32 = 16 * 1024 * 1024;
+/// A request's events are one record: an 8 MiB body whose event text is all escapes could
+/// grow ~6× as a JSON string.
+pub const MAX_RECORD: u32 = 64 * 1024 * 1024;
 
 /// Which schema a stored event is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +75,10 @@ pub enum Outcome {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Record {
+    /// One event (what earlier versions wrote per event; still replayed).
     Accepted(Event),
+    /// The events of one request, all or none.
+    AcceptedBatch(Vec<Event>),
     Done {
         seq: u64,
         outcome: Outcome,
@@ -84,10 +91,13 @@ enum Record {
     },
 }
 
-/// [`Record::Accepted`] as written: serialized the same, without copying the event.
+/// [`Record::Accepted`] and [`Record::AcceptedBatch`] as written: serialized the same, without
+/// copying the events.
 #[derive(Serialize)]
 enum RecordRef<'a> {
+    #[cfg_attr(not(test), allow(dead_code))]
     Accepted(&'a Event),
+    AcceptedBatch(Vec<&'a Event>),
 }
 
 /// What replaying the log found.
@@ -213,13 +223,19 @@ impl Store {
         }
         let mut accepted: Vec<Event> = Vec::new();
         let mut done = std::collections::HashSet::new();
+        let mut accept = |e: Event, rec: &mut Recovered| {
+            rec.next_seq = rec.next_seq.max(e.seq + 1);
+            rec.seen
+                .push((e.subscription.clone(), e.key.clone(), e.received_ms));
+            accepted.push(e);
+        };
         for r in records {
             match r {
-                Record::Accepted(e) => {
-                    rec.next_seq = rec.next_seq.max(e.seq + 1);
-                    rec.seen
-                        .push((e.subscription.clone(), e.key.clone(), e.received_ms));
-                    accepted.push(e);
+                Record::Accepted(e) => accept(e, &mut rec),
+                Record::AcceptedBatch(events) => {
+                    for e in events {
+                        accept(e, &mut rec);
+                    }
                 }
                 Record::Done { seq, .. } => {
                     done.insert(seq);
@@ -303,10 +319,9 @@ impl Store {
         if self.fail.load(Ordering::Relaxed) {
             return Err(std::io::Error::other("store unavailable (injected)"));
         }
-        let mut buf = Vec::new();
-        for e in events {
-            buf.extend_from_slice(&frame(&RecordRef::Accepted(e.borrow()))?);
-        }
+        let buf = frame(&RecordRef::AcceptedBatch(
+            events.iter().map(Borrow::borrow).collect(),
+        ))?;
         let mut c = self.commit_lock();
         let ticket = c.next_ticket;
         c.next_ticket += 1;
@@ -463,7 +478,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         {
             let (s, _) = Store::open(dir.path()).expect("open");
-            s.append(&[event(0), event(1)]).expect("append");
+            s.append(&[event(0)]).expect("append");
+            s.append(&[event(1)]).expect("append");
         }
         let path = dir.path().join("events.log");
         let mut bytes = std::fs::read(&path).expect("read");
@@ -562,6 +578,53 @@ mod tests {
             frame(&RecordRef::Accepted(&e)).expect("frame"),
             frame(&Record::Accepted(e.clone())).expect("frame")
         );
+        let f = event(8);
+        assert_eq!(
+            frame(&RecordRef::AcceptedBatch(vec![&e, &f])).expect("frame"),
+            frame(&Record::AcceptedBatch(vec![e.clone(), f.clone()])).expect("frame")
+        );
+    }
+
+    /// A request torn anywhere (here its last byte) replays none of its events: the events of
+    /// one `append` are one record.
+    #[test]
+    fn a_torn_request_replays_none_of_its_events() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let (s, _) = Store::open(dir.path()).expect("open");
+            s.append(&[event(0)]).expect("append");
+            s.append(&[event(1), event(2), event(3)]).expect("append");
+        }
+        let path = dir.path().join("events.log");
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes.pop();
+        std::fs::write(&path, &bytes).expect("write");
+        let (_, r) = Store::open(dir.path()).expect("reopen");
+        assert_eq!(r.pending.iter().map(|e| e.seq).collect::<Vec<_>>(), [0]);
+        assert!(r.truncated > 0);
+    }
+
+    /// Logs written with one `Accepted` record per event (before requests were one record)
+    /// replay unchanged.
+    #[test]
+    fn a_log_of_single_event_records_still_replays() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut bytes = Vec::new();
+        for seq in 0..3 {
+            bytes.extend_from_slice(&frame(&Record::Accepted(event(seq))).expect("frame"));
+        }
+        bytes.extend_from_slice(
+            &frame(&Record::Done {
+                seq: 1,
+                outcome: Outcome::Delivered,
+            })
+            .expect("frame"),
+        );
+        std::fs::write(dir.path().join("events.log"), &bytes).expect("write");
+        let (_, r) = Store::open(dir.path()).expect("open");
+        assert_eq!(r.pending.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(r.next_seq, 3);
+        assert_eq!(r.truncated, 0);
     }
 
     #[test]

@@ -49,11 +49,22 @@ impl Server {
         self.gw.subscription_for("/events").expect("sub").pending()
     }
 
+    /// Refusals with `status`, for the reason each status has in these tests.
     fn rejected(&self, status: &str) -> u64 {
+        let reason = match status {
+            "400" => "bad_header",
+            "408" => "body_timeout",
+            "499" => "client_closed",
+            _ => "unknown",
+        };
+        self.rejected_for(status, reason)
+    }
+
+    fn rejected_for(&self, status: &str, reason: &str) -> u64 {
         self.gw
             .metrics
             .rejected
-            .with_label_values(&[SUB, status])
+            .with_label_values(&[SUB, status, reason])
             .get()
     }
 }
@@ -186,9 +197,9 @@ async fn bad_stalled_and_abandoned_bodies_are_400_408_and_counted_on_the_standal
         srv.rejected("499"),
         1,
         "the hang-up is counted (400: {})",
-        srv.rejected("400")
+        srv.rejected_for("400", "bad_body")
     );
-    assert_eq!(srv.rejected("400"), 1);
+    assert_eq!(srv.rejected_for("400", "bad_body"), 1);
     assert_eq!(srv.rejected("408"), 1);
     assert_eq!(srv.pending(), 0);
 }

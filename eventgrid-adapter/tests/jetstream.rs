@@ -64,17 +64,29 @@ struct Nats {
     bin: PathBuf,
     store: PathBuf,
     port: u16,
+    /// A configuration file (`-c`), for settings without a flag.
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl Nats {
     /// Starts a server with its JetStream store in `store`; `None` without Go.
     async fn start(store: &Path) -> Option<Nats> {
+        Self::start_with(store, "").await
+    }
+
+    /// As [`Nats::start`], with `config` (nats-server's configuration syntax) as its file.
+    async fn start_with(store: &Path, config: &str) -> Option<Nats> {
         let bin = nats_binary()?;
+        let file = (!config.is_empty()).then(|| store.join("nats.conf"));
+        if let Some(file) = &file {
+            std::fs::write(file, config).expect("write nats.conf");
+        }
         let mut n = Nats {
             bin,
             store: store.to_path_buf(),
             port: free_port(),
+            config: file,
             child: None,
         };
         n.restart().await;
@@ -88,7 +100,11 @@ impl Nats {
     /// Starts the server (again, same port and store) and waits until JetStream answers.
     async fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
+        }
+        let child = cmd
             .args(["-js", "-sd"])
             .arg(&self.store)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
@@ -291,6 +307,59 @@ async fn pushed_events_are_delivered_once_unchanged_and_acked() {
             "forwarded header kept"
         );
     }
+}
+
+/// An event above the server's `max_payload` refuses its whole request with 413 naming the
+/// subscription, the event and the limit, before anything is published: the events before it
+/// in the same batch are not stored either. Requests of ordinary events still go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_above_max_payload_refuses_its_request_413_and_stores_nothing() {
+    let _serial = SERIAL.lock().await;
+    let store = tempfile::tempdir().expect("tmp");
+    let Some(nats) = Nats::start_with(store.path(), "max_payload: 4096\n").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let (addr, seen) = target(|_| Reply::Status(200)).await;
+    let gw = open(dir.path(), &jetstream(&nats, "BIG"), addr, "");
+    let big = EVENT.replace("\"ID\"", "\"big\"").replace(
+        "\"contentLength\":5",
+        &format!("\"pad\":\"{}\"", "x".repeat(5000)),
+    );
+    let body = format!("[{},{big},{}]", event(1), event(2));
+    let answer = post(&gw, body).await;
+    let text = String::from_utf8_lossy(&answer.body).to_string();
+    assert_eq!(answer.status, 413, "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("json body");
+    assert_eq!(json["subscription"], "fn", "{text}");
+    assert_eq!(json["reason"], "event_too_large", "{text}");
+    assert!(text.contains("event 1 ") && text.contains("4096"), "{text}");
+    assert_eq!(acknowledged(&gw), 0);
+    assert_eq!(
+        nats.backlog("BIG", "rouse-fn").await,
+        (0, 0),
+        "nothing of the refused request is stored"
+    );
+    assert_eq!(post(&gw, batch(10..13)).await.status, 200);
+    wait_for("3 deliveries", Duration::from_secs(30), || {
+        ids(&seen).len() >= 3
+    })
+    .await;
+    nats.wait_drained("BIG", "fn").await;
+    let mut delivered = ids(&seen);
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        ["ev-10", "ev-11", "ev-12"],
+        "only the accepted request's events"
+    );
+    assert!(
+        gw.metrics
+            .rejected
+            .with_label_values(&["fn", "413", "event_too_large"])
+            .get()
+            == 1
+    );
 }
 
 fn ids_of(body: &str) -> String {

@@ -13,6 +13,9 @@ struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info,rouse_proxy=debug`.
     #[arg(long, env = "ROUSE_LOG", default_value = "info", global = true)]
     log: String,
+    /// Log line format: `text` (for people) or `json` (one object per line, for pipelines).
+    #[arg(long, env = "ROUSE_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: rouse_core::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,7 +105,7 @@ const HELD_AT_INFO: &[&str] = &["pingora_proxy", "pingora_core::protocols"];
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    rouse_core::logging::init(&cli.log, HELD_AT_INFO);
+    rouse_core::logging::init(&cli.log, cli.log_format, HELD_AT_INFO);
     let path = match &cli.command {
         Command::Local { config } | Command::CheckConfig { config } => config,
         Command::Kubernetes(args) => return run_kubernetes(args),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane used by the tests from pinned Go modules:
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (plus kwok's stage
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok (plus kwok's stage
 # files, which the test harness configures). Binaries land in a cache directory
 # outside the repository, keyed by version; anything already built is skipped.
 #
@@ -56,7 +56,7 @@ timed() {
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with ./staging paths,
 # which do not apply to a dependent module. A wrapper module replaces each with its published tag;
 # the list is generated from k8s.io/kubernetes's own go.mod, never hard-coded.
-if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x "$BIN/kube-scheduler" ]]; then
+if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x "$BIN/kube-scheduler" || ! -x "$BIN/kubectl" ]]; then
   mod="$WORK/kube"
   mkdir -p "$mod"
   cd "$mod"
@@ -100,10 +100,13 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
   go mod tidy >/dev/null 2>&1 || go mod tidy
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
+  # kubectl of the same version: the tests render kustomize with it (`kubectl kustomize`)
+  # rather than trusting whatever client the machine has.
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     [[ -x "$BIN/$cmd" ]] || build_to "$BIN/$cmd" "k8s.io/kubernetes/cmd/$cmd"
   done
 fi
@@ -146,7 +149,7 @@ if [[ ! -f "$STAGES/pod-ready.yaml" ]]; then
   chmod u+w "$STAGES"/*.yaml
 fi
 
-for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
   [[ -x "$BIN/$b" ]] || { log "missing $BIN/$b"; exit 1; }
 done
 echo "$BIN"

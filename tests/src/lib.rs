@@ -154,6 +154,8 @@ pub struct Launch<'a> {
     pub proxy_extra: &'a str,
     /// `ROUSE_LOG` filter.
     pub log: &'a str,
+    /// `ROUSE_LOG_FORMAT`: `text` or `json`.
+    pub log_format: &'a str,
     /// Proxy worker threads.
     pub threads: usize,
     /// CPUs to pin Rouse and its apps to (`taskset -c` list), if any.
@@ -168,6 +170,7 @@ impl Default for Launch<'_> {
             apps: &[],
             proxy_extra: "",
             log: "info",
+            log_format: "text",
             threads: 2,
             cpus: None,
             extra: "",
@@ -257,6 +260,7 @@ impl Rouse {
             apps,
             proxy_extra,
             log,
+            log_format,
             threads,
             cpus,
             extra,
@@ -291,6 +295,7 @@ impl Rouse {
             .args(["local", "--config"])
             .arg(&config)
             .env("ROUSE_LOG", log)
+            .env("ROUSE_LOG_FORMAT", log_format)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -408,7 +408,7 @@ async fn ce_ids_that_are_not_utf8_are_refused_with_400_through_the_proxy() {
     );
     assert!(
         metrics
-            .contains("rouse_event_requests_rejected_total{status=\"400\",subscription=\"ce\"} 3"),
+            .contains("rouse_event_requests_rejected_total{reason=\"bad_header\",status=\"400\",subscription=\"ce\"} 3"),
         "{metrics}"
     );
     // Raw (not percent-encoded) but valid UTF-8: kept.
@@ -464,9 +464,13 @@ async fn webhook_body_errors_are_400_or_408_naming_the_subscription_not_502() {
         "{waited:?}"
     );
     let metrics = rouse.metrics().await;
-    for status in ["400", "408", "499"] {
+    for (status, reason) in [
+        ("400", "bad_body"),
+        ("408", "body_timeout"),
+        ("499", "client_closed"),
+    ] {
         let line = format!(
-            "rouse_event_requests_rejected_total{{status=\"{status}\",subscription=\"blobs\"}} 1"
+            "rouse_event_requests_rejected_total{{reason=\"{reason}\",status=\"{status}\",subscription=\"blobs\"}} 1"
         );
         assert!(metrics.contains(&line), "{line}\n{metrics}");
     }

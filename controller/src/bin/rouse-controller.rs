@@ -21,6 +21,9 @@ struct Cli {
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "ROUSE_LOG", default_value = "info")]
     log: String,
+    /// Log line format: `text` (for people) or `json` (one object per line, for pipelines).
+    #[arg(long, env = "ROUSE_LOG_FORMAT", default_value = "text")]
+    log_format: rouse_core::logging::LogFormat,
     /// Namespaces to watch, comma-separated; empty = all.
     #[arg(long, env = "ROUSE_NAMESPACES", default_value = "")]
     namespaces: String,
@@ -74,7 +77,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    rouse_core::logging::init(&cli.log, &[]);
+    rouse_core::logging::init(&cli.log, cli.log_format, &[]);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

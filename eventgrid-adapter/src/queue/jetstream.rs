@@ -7,7 +7,7 @@
 //! | `push` | one publish per event on `rouse.<stream>.<subscription>`, `Nats-Msg-Id` = the dedupe key; `Ok` only after the stream's publish ack of every event |
 //! | `take` | a pull from the subscription's durable consumer, for all its workers in this process (explicit ack, `AckWait` = delivery timeout + 5 s); an in-progress ack keeps a delivery that outlives half of it |
 //! | `requeue(delay)` | `Nak` with the delay |
-//! | `retire(Delivered)` | `Ack` (confirmed by the server) |
+//! | `retire(Delivered)` | `Ack`, confirmed by the server in the background (the worker goes on; an unconfirmed one means a redelivery after `AckWait`) |
 //! | `retire(DeadLettered)` | `Term`, once the delivery side wrote the dead letter (a file, or with `dead_letter: {stream: …}` a message on `rouse-dead.<stream>.<subscription>` in that stream, reason and attempts in headers: [`Jetstream::dead_letter`]) |
 //! | `pending` | the consumer's `num_pending + num_ack_pending`, cached: adjusted on push/retire, refreshed from the server in `maintain` |
 //!
@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::PublishError;
-use async_nats::jetstream::message::{AckKind, Acker, PublishMessage};
+use async_nats::jetstream::message::{AckKind, PublishMessage};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, stream};
-use async_nats::{Client, ConnectOptions};
+use async_nats::{Client, ConnectOptions, Subject};
 use futures::StreamExt;
 use futures::future::join_all;
 use futures::stream::FuturesUnordered;
@@ -70,14 +70,19 @@ const UNKNOWN: u64 = u64::MAX;
 pub const DEAD_LETTER_REASON: &str = "Rouse-Dead-Letter-Reason";
 pub const DEAD_LETTER_ATTEMPTS: &str = "Rouse-Attempts";
 pub const DEAD_LETTER_SUBSCRIPTION: &str = "Rouse-Subscription";
+/// Bytes a message's header block takes besides the `Nats-Msg-Id` value
+/// (`NATS/1.0\r\nNats-Msg-Id: …\r\n\r\n`, rounded up): the server counts headers against
+/// `max_payload`.
+const MSG_ID_HEADER_OVERHEAD: usize = 64;
 /// How long setting up waits for the first connection.
 const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// The longest pause between two reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
-/// A taken event's acknowledgement handle, while its delivery runs.
+/// A taken event's acknowledgement subject, while its delivery runs.
 struct Held {
-    acker: Arc<Acker>,
+    /// The message's reply subject: acks, naks, terms and in-progress acks are sent there.
+    reply: Subject,
     /// When the server last heard of it (taken, or the last in-progress ack).
     since: Instant,
 }
@@ -255,15 +260,15 @@ impl Jetstream {
         self.closed.store(true, Ordering::Relaxed);
         for lane in &self.lanes {
             let stashed: Vec<Item> = lock(&lane.stash).drain(..).collect();
-            let ackers: Vec<Arc<Acker>> = {
+            let replies: Vec<Subject> = {
                 let mut held = lock(&lane.held);
                 stashed
                     .iter()
-                    .filter_map(|i| held.remove(&i.event.seq).map(|h| h.acker))
+                    .filter_map(|i| held.remove(&i.event.seq).map(|h| h.reply))
                     .collect()
             };
-            for acker in ackers {
-                let _ = acker.ack_with(AckKind::Nak(None)).await;
+            for reply in replies {
+                let _ = self.signal(reply, AckKind::Nak(None)).await;
             }
         }
     }
@@ -471,11 +476,23 @@ impl Jetstream {
             }
             Ok(())
         };
-        for e in events {
+        // Every message is encoded and sized before the first is sent: an event the server
+        // would refuse (`max_payload`) refuses the whole request (413), with nothing stored.
+        let limit = ready.js.client().server_info().max_payload;
+        let mut messages = Vec::with_capacity(events.len());
+        for (index, e) in events.iter().enumerate() {
             let payload = serde_json::to_vec(e).map_err(|e| unavailable("encode", e))?;
+            let id = message_id(&lane.name, &e.key);
+            let size = payload.len() + id.len() + MSG_ID_HEADER_OVERHEAD;
+            if size > limit {
+                return Err(QueueError::TooLarge { index, size, limit });
+            }
+            messages.push((payload, id));
+        }
+        for (payload, id) in messages {
             let publish = PublishMessage::build()
                 .payload(payload.into())
-                .message_id(message_id(&lane.name, &e.key));
+                .message_id(id);
             let send = ready.js.send_publish(lane.subject.clone(), publish);
             tokio::pin!(send);
             let ack = loop {
@@ -520,15 +537,18 @@ impl Jetstream {
                     continue;
                 }
             };
-            let (message, acker) = m.split();
-            let acker = Arc::new(acker);
+            let message = m.message;
+            let Some(reply) = message.reply.clone() else {
+                tracing::warn!(subscription = %lane.name, seq, "JetStream message without a reply subject; skipped (redelivered after AckWait).");
+                continue;
+            };
             match serde_json::from_slice::<Event>(&message.payload) {
                 Ok(mut event) => {
                     event.seq = seq;
                     lock(&lane.held).insert(
                         seq,
                         Held {
-                            acker,
+                            reply,
                             since: Instant::now(),
                         },
                     );
@@ -541,9 +561,11 @@ impl Jetstream {
                     // Not written by a gateway: it can never be delivered. Terminated so it
                     // does not block the subscription; its text goes to the log.
                     tracing::error!(subscription = %lane.name, seq, error = %e, payload = %String::from_utf8_lossy(&message.payload[..message.payload.len().min(512)]), "Undecodable JetStream message terminated.");
-                    tokio::spawn(async move {
-                        let _ = acker.ack_with(AckKind::Term).await;
-                    });
+                    if let Some(client) = self.client.get().cloned() {
+                        tokio::spawn(async move {
+                            let _ = client.publish(reply, AckKind::Term.into()).await;
+                        });
+                    }
                 }
             }
         }
@@ -579,6 +601,16 @@ impl Jetstream {
         Ok(got)
     }
 
+    /// Sends `kind` (Nak, Term, in-progress) to a message's reply subject without waiting for
+    /// the server: one lost only means the server redelivers after `AckWait`.
+    async fn signal(&self, reply: Subject, kind: AckKind) -> Result<(), String> {
+        let client = self.client.get().ok_or("not connected")?;
+        client
+            .publish(reply, kind.into())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     fn changed(&self, sub: SubId) {
         if let Some(f) = self.on_change.get() {
             f(sub);
@@ -611,21 +643,34 @@ impl Jetstream {
         }
         for lane in &self.lanes {
             let now = Instant::now();
-            let due: Vec<Arc<Acker>> = lock(&lane.held)
+            let due: Vec<Subject> = lock(&lane.held)
                 .values_mut()
                 .filter(|h| now.duration_since(h.since) >= lane.ack_wait / 2)
                 .map(|h| {
                     h.since = now;
-                    h.acker.clone()
+                    h.reply.clone()
                 })
                 .collect();
-            for acker in due {
-                if let Err(e) = acker.ack_with(AckKind::Progress).await {
+            for reply in due {
+                if let Err(e) = self.signal(reply, AckKind::Progress).await {
                     tracing::debug!(subscription = %lane.name, error = %e, "In-progress ack not sent.");
                 }
             }
         }
     }
+}
+
+/// Sends `kind` and waits for the server's confirmation (a "double ack"), as a request on the
+/// client's shared reply inbox. async-nats's `double_ack_with` subscribes a fresh inbox per
+/// message instead: a SUB and an UNSUB per event, which cost this process and the server more
+/// than the ack itself.
+async fn confirm(client: Option<Client>, reply: Subject, kind: AckKind) -> Result<(), String> {
+    client
+        .ok_or("not connected")?
+        .request(reply, kind.into())
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Collects a pull's messages (the stream ends when the pull is done).
@@ -733,16 +778,16 @@ impl EventQueue for Jetstream {
     /// `Nak` with `delay` (the server redelivers then, to any replica); resolves after `delay`.
     async fn requeue(&self, sub: SubId, items: Vec<Item>, delay: Duration) {
         let lane = self.lane(sub);
-        let ackers: Vec<Arc<Acker>> = {
+        let replies: Vec<Subject> = {
             let mut held = lock(&lane.held);
             items
                 .iter()
-                .filter_map(|i| held.remove(&i.event.seq).map(|h| h.acker))
+                .filter_map(|i| held.remove(&i.event.seq).map(|h| h.reply))
                 .collect()
         };
         let kind = AckKind::Nak((!delay.is_zero()).then_some(delay));
-        for acker in ackers {
-            if let Err(e) = acker.ack_with(kind).await {
+        for reply in replies {
+            if let Err(e) = self.signal(reply, kind).await {
                 // Redelivered after AckWait instead.
                 tracing::warn!(subscription = %lane.name, error = %e, "Nak not sent; the event comes back after AckWait.");
             }
@@ -750,39 +795,55 @@ impl EventQueue for Jetstream {
         tokio::time::sleep(delay).await;
     }
 
-    /// `Ack` (delivered) or `Term` (dead-lettered), each confirmed by the server.
+    /// `Ack` (delivered) or `Term` (dead-lettered), each confirmed by the server in the
+    /// background.
     async fn retire(&self, sub: SubId, items: &[Item], outcome: Outcome) -> Result<(), QueueError> {
         let lane = self.lane(sub);
-        let ackers: Vec<Option<Arc<Acker>>> = {
+        let replies: Vec<Option<Subject>> = {
             let mut held = lock(&lane.held);
             items
                 .iter()
-                .map(|i| held.remove(&i.event.seq).map(|h| h.acker))
+                .map(|i| held.remove(&i.event.seq).map(|h| h.reply))
                 .collect()
         };
         let kind = match outcome {
             Outcome::Delivered => AckKind::Ack,
             Outcome::DeadLettered => AckKind::Term,
         };
-        let results = join_all(ackers.iter().map(|a| async move {
-            match a {
-                Some(a) => a.double_ack_with(kind).await.map_err(|e| e.to_string()),
-                None => Err("no acknowledgement handle".to_string()),
+        let missing = replies.iter().filter(|r| r.is_none()).count();
+        let client = self.client.get().cloned();
+        let confirmations: Vec<_> = replies
+            .into_iter()
+            .flatten()
+            .map(|reply| confirm(client.clone(), reply, kind))
+            .collect();
+        // The worker goes on with its next batch while the server confirms these: waiting
+        // would add a round trip under load to every batch. A confirmation that fails is
+        // logged; the server then redelivers the event after AckWait (at least once), which is
+        // all that waiting for it could have led to as well.
+        let name = lane.name.clone();
+        let total = items.len();
+        tokio::spawn(async move {
+            let failed: Vec<String> = join_all(confirmations)
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+                .collect();
+            if let Some(e) = failed.first() {
+                tracing::warn!(subscription = %name, error = %e, "{} of {total} acks not confirmed; those events come back after AckWait.", failed.len());
             }
-        }))
-        .await;
+        });
         let _ = lane
             .pending
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
                 Some(p.saturating_sub(items.len()))
             });
         self.refresh.notify_one();
-        let failed: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-        match failed.first() {
-            None => Ok(()),
-            Some(e) => Err(unavailable(
-                &format!("{} of {} acks", failed.len(), items.len()),
-                e,
+        match missing {
+            0 => Ok(()),
+            n => Err(unavailable(
+                &format!("{n} of {total} acks"),
+                "no acknowledgement subject (not taken by this process)",
             )),
         }
     }

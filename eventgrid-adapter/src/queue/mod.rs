@@ -46,9 +46,20 @@ pub struct Item {
     pub attempts: u32,
 }
 
-/// Why a push was refused. Both are transient for the sender (503 + Retry-After).
+/// Why a push was refused. `Full` and `Unavailable` are transient for the sender (503 +
+/// Retry-After); `TooLarge` is final (413).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
+    /// Event `index` of the request encodes to `size` bytes, above the `limit` the queue takes
+    /// in one message (NATS `max_payload`); none of the request's events was stored.
+    #[error(
+        "event {index} of the request is {size} bytes as a queue message; the queue takes at most {limit} (NATS max_payload)"
+    )]
+    TooLarge {
+        index: usize,
+        size: usize,
+        limit: usize,
+    },
     /// `max_pending` events are already pending.
     #[error("too many events pending")]
     Full,

@@ -26,6 +26,7 @@ use hyper_util::rt::TokioExecutor;
 use rouse_e2e::{App, Launch, Rouse};
 use serde_json::json;
 
+use super::{field, quantile, unix_us};
 use crate::Ctx;
 use crate::report::Report;
 
@@ -206,6 +207,10 @@ impl Drop for Cleanup {
 /// One queue backend's run through the gateway.
 struct Run {
     name: &'static str,
+    /// Acknowledgement of a one-event request → the scale-up of its target at zero, ms.
+    wake_ms: Vec<f64>,
+    /// Refused webhook requests by `reason` (from `rouse_event_requests_rejected_total`).
+    refusals: Vec<(String, u64)>,
     ack: Blast,
     delivered: f64,
     /// From the start of the load until every acknowledged event was delivered.
@@ -240,6 +245,95 @@ async fn warm_up(rouse: &Rouse, name: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Now, in microseconds since the epoch (the clock of Rouse's log lines).
+fn now_unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// `wakes` times: waits until the `cold` app is at zero, posts a one-event batch to its
+/// subscription and notes when the 200 arrived; then waits for the delivery and pairs the ack
+/// with the `Scaled.` line (0 → 1) that Rouse logged for `cold`. Both clocks are this machine's
+/// wall clock. Returns ack → scale-up in ms (negative: the wake began before the sender had read
+/// its 200).
+async fn wake_after_ack(rouse: &Rouse, wakes: usize) -> anyhow::Result<Vec<f64>> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut acked_at = Vec::new();
+    for i in 0..wakes {
+        rouse
+            .wait_for("cold at zero", Duration::from_secs(20), || async {
+                rouse.ready_replicas("cold").await == 0
+            })
+            .await;
+        let req = http::Request::post(format!("http://{}/webhooks/wake", rouse.proxy))
+            .header("host", "events.bench")
+            .header("content-type", "application/json")
+            .header("aeg-event-type", "Notification")
+            .body(Full::new(Bytes::from(batch(usize::MAX - 1, i as u64, 1))))
+            .expect("request");
+        let resp = client.request(req).await?;
+        let at = now_unix_us();
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "wake {i}: the gateway answered {}",
+            resp.status()
+        );
+        acked_at.push(at);
+        let want = (i + 1) as f64;
+        rouse
+            .wait_for(
+                "the wake event delivered",
+                Duration::from_secs(30),
+                || async {
+                    metric(
+                        &rouse.metrics().await,
+                        "rouse_events_delivered_total{subscription=\"wake\"}",
+                    ) >= want
+                },
+            )
+            .await;
+    }
+    rouse.settle().await;
+    let scaled: Vec<u64> = rouse
+        .output()
+        .iter()
+        .filter(|l| {
+            l.contains("Scaled.")
+                && field(l, "target") == Some("cold")
+                && field(l, "from") == Some("0")
+        })
+        .filter_map(|l| unix_us(l))
+        .collect();
+    anyhow::ensure!(
+        scaled.len() == wakes,
+        "expected {wakes} scale-ups of the cold app, found {}",
+        scaled.len()
+    );
+    Ok(acked_at
+        .iter()
+        .zip(&scaled)
+        .map(|(ack, up)| (*up as f64 - *ack as f64) / 1e3)
+        .collect())
+}
+
+/// Refused webhook requests of subscription `bench`, by reason.
+fn refusals(metrics: &str) -> Vec<(String, u64)> {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("rouse_event_requests_rejected_total{")
+                && l.contains("subscription=\"bench\"")
+        })
+        .filter_map(|l| {
+            let reason = l.split("reason=\"").nth(1)?.split('"').next()?;
+            let n = l.split_whitespace().last()?.parse::<f64>().ok()?;
+            Some((reason.to_string(), n as u64))
+        })
+        .collect()
+}
+
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     // Time, or events (the embedded log takes ~330 bytes of disk per event until compacted;
     // this machine has ~2 GB free), whichever runs out first.
@@ -258,6 +352,13 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let sink = App::hello("sink")
         .env("LOG_REQUESTS", "0")
         .with("replicas: {min: 1, max: 1}");
+    // At zero between wakes: idle 0.2 s, then scaled down (as in the `wake` scenario).
+    let cold = App::hello("cold")
+        .env("LOG_REQUESTS", "0")
+        .with("scaledown_period_secs: 0.2")
+        .with("scaling: {stable_window_secs: 0.5, panic_window_secs: 0.1, tick_secs: 0.05}");
+    let apps = [sink, cold];
+    let wakes = ctx.pick(10, 2);
     let backends = [
         ("embedded log", String::new()),
         (
@@ -279,11 +380,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let mut runs = Vec::new();
     for (i, (name, queue)) in backends.into_iter().enumerate() {
         let extra = format!(
-            "event_gateway:\n  data_dir: {}\n{queue}  subscriptions:\n    - name: bench\n      path: /webhooks/bench\n      target: {{app: sink, path: /events}}\n      delivery: {{batching: per-batch, max_events: {size}, concurrency: 4}}\n",
+            "event_gateway:\n  data_dir: {}\n{queue}  subscriptions:\n    - name: bench\n      path: /webhooks/bench\n      target: {{app: sink, path: /events}}\n      delivery: {{batching: per-batch, max_events: {size}, concurrency: 4}}\n    - name: wake\n      path: /webhooks/wake\n      target: {{app: cold, path: /events}}\n",
             data.join(format!("gateway-{i}")).display()
         );
         let rouse = Rouse::launch(Launch {
-            apps: std::slice::from_ref(&sink),
+            apps: &apps,
             extra: &extra,
             ..Launch::default()
         })
@@ -299,14 +400,19 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                 .admin_get("/queues")
                 .await
                 .and_then(|r| {
-                    r.json()["routes"][0]["endpoints"][0]["addr"]
-                        .as_str()
-                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                    // The sink is the route with an endpoint (`cold` is at zero).
+                    r.json()["routes"].as_array()?.iter().find_map(|route| {
+                        route["endpoints"][0]["addr"]
+                            .as_str()
+                            .and_then(|a| a.parse::<SocketAddr>().ok())
+                    })
                 })
                 .ok_or_else(|| anyhow::anyhow!("sink endpoint not found in /queues"))?;
             direct = Some(blast(sink_addr, "/events", "sink", senders, size, limit).await);
         }
         warm_up(&rouse, name).await?;
+        // Before the load: a wake is measured on an otherwise idle gateway.
+        let wake_ms = wake_after_ack(&rouse, wakes).await?;
         // Acknowledged once durable (fsync'd / JetStream publish acks); delivered by the workers.
         let ack = blast(
             rouse.proxy,
@@ -333,6 +439,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         }
         let total = ack.took + drain_start.elapsed();
         let m = rouse.metrics().await;
+        let refused_by = refusals(&m);
         let lat_sum = metric(
             &m,
             "rouse_event_delivery_seconds_sum{subscription=\"bench\"}",
@@ -352,6 +459,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         );
         runs.push(Run {
             name,
+            wake_ms,
+            refusals: refused_by,
             ack,
             delivered: delivered - 1.0,
             total,
@@ -397,7 +506,31 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     ]];
     let mut summary = Vec::new();
     let mut data_runs = Vec::new();
+    let mut wake_rows = Vec::new();
     for run in &runs {
+        let mut wake = run.wake_ms.clone();
+        wake.sort_by(f64::total_cmp);
+        let refusals = if run.refusals.is_empty() {
+            "none".to_string()
+        } else {
+            run.refusals
+                .iter()
+                .map(|(reason, n)| format!("{reason}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        wake_rows.push(vec![
+            run.name.into(),
+            wake.len().to_string(),
+            format!("{:.1}", quantile(&wake, 0.5)),
+            format!("{:.1}", wake.last().copied().unwrap_or(0.0)),
+            if wake.last().copied().unwrap_or(f64::MAX) <= 50.0 {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+            refusals,
+        ]);
         let ack_eps = rate(run.ack.events as f64, run.ack.took);
         let deliver_eps = rate(run.delivered, run.total);
         rows.push(vec![
@@ -422,6 +555,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             "requests": run.ack.requests, "refused": run.ack.refused, "events": run.ack.events,
             "ack_events_per_s": ack_eps, "delivered_events": run.delivered,
             "delivered_events_per_s": deliver_eps, "mean_delivery_latency_ms": run.mean_latency_ms,
+            "wake_after_ack_ms": run.wake_ms,
+            "refusals": run.refusals.iter().map(|(r, n)| json!({"reason": r, "requests": n})).collect::<Vec<_>>(),
         }));
     }
     r.table(
@@ -437,6 +572,24 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             "mean ack → delivery (ms)",
         ],
         &rows,
+    );
+    r.para(&format!(
+        "Wake after acknowledgement (goal ≤ 50 ms): before each backend's load, {wakes} times, \
+         an app `cold` at zero (scaled down after 0.2 s idle) gets one event on its own \
+         subscription; the time is from the sender reading its 200 to the `Scaled.` line (0 → 1) \
+         Rouse logs for `cold` (one wall clock, this machine). Refusals are the load's refused \
+         requests by the `reason` of their JSON error (`rouse_event_requests_rejected_total`)."
+    ));
+    r.table(
+        &[
+            "path",
+            "wakes",
+            "median ack → scale-up (ms)",
+            "max (ms)",
+            "max ≤ 50 ms",
+            "refusals by reason",
+        ],
+        &wake_rows,
     );
     r.summary = format!(
         "events (batches of {size}): direct {direct_eps:.0} events/s; {}",
