@@ -75,6 +75,12 @@ async fn v50_replay_to_an_azure_functions_host_is_unchanged_and_retried_on_5xx()
     assert!(gw.wait_idle(Duration::from_secs(10)).await, "delivered");
     let seen = seen.lock().expect("seen").clone();
     assert_eq!(seen.len(), 2, "one 503, then the retry");
+    // The 503 said `Retry-After: 1`: the retry waits that second, not the 50 ms backoff.
+    let gap = seen[1].at.duration_since(seen[0].at);
+    assert!(
+        gap >= Duration::from_millis(950),
+        "Retry-After honoured: the retry came {gap:?} after the 503"
+    );
     for support::Hit {
         path: pq,
         headers,

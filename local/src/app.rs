@@ -23,6 +23,11 @@ pub struct AppHandle {
 
 impl AppHandle {
     pub(crate) fn new(spec: ProcessSpec, target: Arc<Target>, metrics: LocalMetrics) -> Self {
+        // Registered at 0 from the start: an app at zero reads 0, not "no such series".
+        metrics
+            .ready_replicas
+            .with_label_values(&[&spec.name])
+            .set(0);
         AppHandle {
             spec,
             target,

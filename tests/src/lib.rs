@@ -445,16 +445,35 @@ impl Rouse {
             .and_then(|v| v.parse().ok())
     }
 
-    /// Ready replicas of `app`, from Rouse's own metric.
+    /// Ready replicas of `app`, from Rouse's own metric (registered for every app at start).
+    /// Panics when it cannot be read — the admin port unreachable, or no line for `app` — so
+    /// that "0 replicas" is always a 0 Rouse reported, never a failed read taken for one.
     pub async fn ready_replicas(&self, app: &str) -> u64 {
-        self.metric(&format!("rouse_local_ready_replicas{{target=\"{app}\"}}"))
+        let metrics = self
+            .admin_get("/metrics")
             .await
-            .unwrap_or(0.0) as u64
+            .filter(|r| r.status == 200)
+            .map(|r| r.text())
+            .unwrap_or_else(|| panic!("ready replicas of {app}: admin /metrics unreachable"));
+        let prefix = format!("rouse_local_ready_replicas{{target=\"{app}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("ready replicas of {app}: no {prefix}line in /metrics"))
+            as u64
     }
 
-    /// Resident set of the Rouse process: (current, peak) in KiB.
+    /// Resident set of the Rouse process: (current, peak) in KiB. Panics when the process is
+    /// gone, so that a memory bound is never met by a process that no longer exists.
     pub fn rss_kib(&self) -> (u64, u64) {
-        rss_kib(self.pid())
+        let (rss, peak) = rss_kib(self.pid());
+        assert!(
+            rss > 0 && peak > 0,
+            "Rouse (pid {}) is gone: no resident set to read",
+            self.pid()
+        );
+        (rss, peak)
     }
 
     /// Sends a signal to Rouse.

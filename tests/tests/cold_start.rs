@@ -7,6 +7,34 @@ use std::time::Duration;
 
 use rouse_e2e::{App, Rouse, bin, free_addr};
 
+/// The harness never takes a failed read for zero replicas: once Rouse is gone, asking for
+/// an app's ready replicas fails instead of answering 0 (which would let every "scaled to zero"
+/// wait pass vacuously); an app Rouse does not run has no series either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_replicas_is_a_reported_zero_never_a_failed_read() {
+    use futures::FutureExt;
+    let mut rouse = Rouse::start(&App::hello("zero")).await;
+    assert_eq!(rouse.ready_replicas("zero").await, 0, "reported at start");
+    let unknown = std::panic::AssertUnwindSafe(rouse.ready_replicas("no-such-app"))
+        .catch_unwind()
+        .await;
+    assert!(
+        unknown.is_err(),
+        "no series for an unknown app: {unknown:?}"
+    );
+    rouse.signal("KILL");
+    // Killed by a signal: no exit code; reaped once it has exited.
+    let _ = rouse.wait_exit(Duration::from_secs(10));
+    assert!(
+        rouse.admin_get("/metrics").await.is_none(),
+        "the precondition: Rouse's admin port is gone"
+    );
+    let gone = std::panic::AssertUnwindSafe(rouse.ready_replicas("zero"))
+        .catch_unwind()
+        .await;
+    assert!(gone.is_err(), "Rouse is gone: {gone:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_request_wakes_the_app_which_starts_exactly_once() {
     let rouse = Rouse::start(&App::hello("hello").env("STARTUP_DELAY_MS", "200")).await;

@@ -18,11 +18,31 @@ async fn the_manifests_apply_server_side_and_the_example_app_is_accepted() {
     k8s::install(cluster).await;
     let client = cluster.client().await;
     // Applying again is a no-op, not an error (what `kubectl apply --server-side` does twice).
+    let mut all = Vec::new();
     for (name, yaml) in k8s::MANIFESTS {
         let applied = k8s::apply_yaml(&client, yaml, "rouse-e2e")
             .await
             .unwrap_or_else(|e| panic!("manifests/{name}: {e:#}"));
         assert!(!applied.is_empty(), "{name} has objects");
+        all.extend(applied);
+    }
+    // Validated by the real API server (enforcement needs a CNI that implements it).
+    assert!(
+        all.iter().any(|a| a == "NetworkPolicy/rouse-proxy"),
+        "{all:?}"
+    );
+    // Every resource of the kustomize base is among the manifests applied here.
+    let kustomization = include_str!("../../manifests/base/kustomization.yaml");
+    for line in kustomization.lines() {
+        if let Some(file) = line.trim().strip_prefix("- ")
+            && file.ends_with(".yaml")
+        {
+            let name = format!("base/{file}");
+            assert!(
+                k8s::MANIFESTS.iter().any(|(n, _)| *n == name),
+                "{name} is in manifests/base/kustomization.yaml but not applied by the tests"
+            );
+        }
     }
     for (name, yaml) in k8s::EXAMPLES {
         for _ in 0..2 {

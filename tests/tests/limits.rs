@@ -18,11 +18,22 @@ async fn unknown_host_gets_404_json_naming_the_reason() {
     assert_eq!(j["reason"], "no_route");
     assert_eq!(j["route"], serde_json::Value::Null);
     assert_eq!(j["host"], "unknown.localhost");
-    assert_eq!(
-        rouse.count_output("hello-fn started"),
-        0,
-        "a 404 never wakes anything"
-    );
+    // A wake would be asynchronous: look only once the output has settled.
+    rouse.settle().await;
+    let wakes = || {
+        rouse
+            .output()
+            .iter()
+            .filter(|l| l.contains("Scaled.") && l.contains("from=0"))
+            .count()
+    };
+    assert_eq!(wakes(), 0, "a 404 never wakes anything");
+    assert_eq!(rouse.count_output("hello-fn started"), 0);
+    assert_eq!(rouse.ready_replicas("known").await, 0);
+    // The control: a request for the app is seen waking it, the same way.
+    assert_eq!(rouse.get("known.localhost", "/").await.status, 200);
+    rouse.settle().await;
+    assert_eq!(wakes(), 1, "the wake is observed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,6 +50,10 @@ pub const MANIFESTS: &[(&str, &str)] = &[
         include_str!("../../../manifests/base/controller.yaml"),
     ),
     (
+        "base/networkpolicy.yaml",
+        include_str!("../../../manifests/base/networkpolicy.yaml"),
+    ),
+    (
         "nats/nats.yaml",
         include_str!("../../../manifests/nats/nats.yaml"),
     ),
