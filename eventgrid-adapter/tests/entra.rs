@@ -72,21 +72,29 @@ async fn jwks_server(body: String) -> SocketAddr {
     addr
 }
 
-fn token(key: &[u8], aud: &str, exp_offset: i64) -> String {
+fn claims(aud: &str, iss: &str, exp_offset: i64) -> serde_json::Value {
     let now = jiff::Timestamp::now().as_second();
-    let claims = serde_json::json!({
-        "aud": aud, "iss": ISSUER, "exp": now + exp_offset, "iat": now - 10,
+    serde_json::json!({
+        "aud": aud, "iss": iss, "exp": now + exp_offset, "iat": now - 10,
         "roles": ["AzureEventGridSecureWebhookSubscriber"],
         "appid": "4962773b-9cdb-44cf-a8bf-237846a00ab7"
-    });
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("k1".into());
-    encode(
-        &header,
-        &claims,
+    })
+}
+
+/// Signed with `key` (`alg`), header `kid`.
+fn signed(alg: Algorithm, kid: &str, key: &EncodingKey, claims: &serde_json::Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    encode(&header, claims, key).expect("sign")
+}
+
+fn token(key: &[u8], aud: &str, exp_offset: i64) -> String {
+    signed(
+        Algorithm::RS256,
+        "k1",
         &EncodingKey::from_rsa_pem(key).expect("rsa pem"),
+        &claims(aud, ISSUER, exp_offset),
     )
-    .expect("sign")
 }
 
 fn gateway(dir: &std::path::Path, jwks: &str) -> Arc<Gateway> {
@@ -149,4 +157,84 @@ async fn v21_entra_bearer_wrong_audience_and_expired_are_401_valid_is_ack_jwks_d
     let dir2 = tempfile::tempdir().expect("tmp");
     let gw = gateway(dir2.path(), &format!("http://127.0.0.1:{port}/keys"));
     assert_eq!(post(&gw, &token(&key, AUDIENCE, 3600)).await, 503);
+}
+
+/// Tokens a forger would try, each refused 401 while a valid one is accepted: another issuer
+/// (valid signature), a `kid` the JWKS does not have (another key), the right `kid` signed by
+/// another key, HS256 keyed with the public key's modulus (algorithm confusion), and
+/// `alg: none`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_entra_tokens_wrong_issuer_unknown_kid_other_key_alg_swap_and_none_are_401() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (key, jwks) = keypair(dir.path());
+    let other_dir = tempfile::tempdir().expect("tmp");
+    let (other, _) = keypair(other_dir.path());
+    let addr = jwks_server(jwks.clone()).await;
+    let gw = gateway(dir.path(), &format!("http://{addr}/keys"));
+    let rsa = EncodingKey::from_rsa_pem(&key).expect("rsa pem");
+    let other = EncodingKey::from_rsa_pem(&other).expect("rsa pem");
+    let good = claims(AUDIENCE, ISSUER, 3600);
+    // The precondition: the same key and claims make a token that is accepted.
+    assert_eq!(
+        post(&gw, &signed(Algorithm::RS256, "k1", &rsa, &good)).await,
+        200,
+        "valid"
+    );
+    let wrong_issuer = claims(
+        AUDIENCE,
+        "https://login.microsoftonline.com/evil/v2.0",
+        3600,
+    );
+    assert_eq!(
+        post(&gw, &signed(Algorithm::RS256, "k1", &rsa, &wrong_issuer)).await,
+        401,
+        "wrong issuer"
+    );
+    assert_eq!(
+        post(&gw, &signed(Algorithm::RS256, "k2", &other, &good)).await,
+        401,
+        "unknown kid"
+    );
+    assert_eq!(
+        post(&gw, &signed(Algorithm::RS256, "k1", &other, &good)).await,
+        401,
+        "right kid, another key"
+    );
+    let n = serde_json::from_str::<serde_json::Value>(&jwks).expect("jwks")["keys"][0]["n"]
+        .as_str()
+        .expect("n")
+        .to_string();
+    // The public key as PEM, the usual material of an algorithm-confusion forgery.
+    let public_pem = Command::new("openssl")
+        .args(["rsa", "-pubout", "-in"])
+        .arg(dir.path().join("key.pem"))
+        .output()
+        .expect("openssl rsa -pubout")
+        .stdout;
+    assert!(public_pem.starts_with(b"-----BEGIN PUBLIC KEY-----"));
+    for secret in [n.as_bytes().to_vec(), public_pem] {
+        assert_eq!(
+            post(
+                &gw,
+                &signed(
+                    Algorithm::HS256,
+                    "k1",
+                    &EncodingKey::from_secret(&secret),
+                    &good
+                )
+            )
+            .await,
+            401,
+            "HS256 keyed with public material"
+        );
+    }
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(&serde_json::json!({"alg": "none", "typ": "JWT", "kid": "k1"})),
+        b64(&good)
+    );
+    assert_eq!(post(&gw, &none).await, 401, "alg none");
 }
