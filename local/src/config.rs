@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rouse_core::route::{Failover, Placeholder, failover_target, parse_failover_url};
+use rouse_core::route::{
+    Audience, Failover, MAX_REFRESH_SECS, Placeholder, failover_target, parse_failover_url,
+};
 use rouse_core::{HeaderMatch, HostPattern, PathPrefix, Route, RouteLimits, UpstreamProtocol};
 use serde::Deserialize;
 
@@ -118,12 +120,24 @@ pub struct PlaceholderConfig {
     /// `connection`, `transfer-encoding`…), which the proxy sets.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// `all` (default: every request, as KEDA's placeholder) or `browsers`: only requests whose
+    /// `Accept` prefers HTML get the page; API clients are held as usual. With `browsers` an
+    /// empty `body` is Rouse's waiting page (the app's name and the time since the wake, in
+    /// `{{app}}` and `{{elapsed_secs}}`, which any body may use).
+    #[serde(default)]
+    pub audience: Audience,
+    /// `Refresh: N` on the page, 1..=3600: the browser reloads by itself and lands on the app
+    /// once it is up. Default 2 with `audience: browsers`, none otherwise.
+    pub refresh_secs: Option<u32>,
 }
 
 impl PlaceholderConfig {
     fn default_status() -> u16 {
         Placeholder::DEFAULT_STATUS
     }
+
+    /// The refresh of a waiting page for browsers when not given.
+    pub const DEFAULT_BROWSER_REFRESH_SECS: u32 = 2;
 }
 
 /// `cold_start.failover:` — an always-on service that answers requests the app could not take
@@ -289,14 +303,33 @@ impl AppConfig {
         }
         let placeholder = self.cold_start.placeholder.as_ref().and_then(|p| {
             let headers = p.headers.iter().map(|(k, v)| (k.clone(), v.clone()));
-            Placeholder::build(i64::from(p.status), Some(p.body.clone()), headers)
+            let built = Placeholder::build(i64::from(p.status), Some(p.body.clone()), headers)
                 .map_err(|es| {
                     errors.extend(
                         es.into_iter()
                             .map(|(field, e)| format!("cold_start.placeholder.{field}: {e}")),
                     );
                 })
-                .ok()
+                .ok()?;
+            let refresh_error = |e: String| format!("cold_start.placeholder.refresh_secs: {e}");
+            match (p.audience, p.refresh_secs) {
+                (Audience::Browsers, refresh) => built
+                    .for_browsers(
+                        refresh.unwrap_or(PlaceholderConfig::DEFAULT_BROWSER_REFRESH_SECS),
+                    )
+                    .map_err(|e| errors.push(refresh_error(e)))
+                    .ok(),
+                (Audience::All, Some(r)) if !(1..=MAX_REFRESH_SECS).contains(&r) => {
+                    errors.push(refresh_error(format!(
+                        "must be 1..={MAX_REFRESH_SECS} (got {r})"
+                    )));
+                    None
+                }
+                (Audience::All, refresh) => Some(Placeholder {
+                    refresh_secs: refresh,
+                    ..built
+                }),
+            }
         });
         let failover = self.cold_start.failover.as_ref().and_then(|f| {
             parse_failover_url(&f.url)

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntGauge};
 use rouse_core::{Conflict, Endpoint, Route, RouteTable, Target};
 
-use crate::hold::{Budget, Caps, Counter};
+use crate::hold::{Budget, Caps, Counter, WakeClaim};
 use crate::telemetry::Metrics;
 
 /// Metric handles of one route, resolved once per snapshot rather than per request.
@@ -33,7 +33,7 @@ pub struct RouteState {
     pub metrics: RouteMetrics,
     /// Set while a placeholder's wake stands in for a held request on `target` (shared by every
     /// route of the target, survives rebuilds): see [`crate::hold::claim`].
-    pub wake_claim: Arc<AtomicBool>,
+    pub wake_claim: Arc<WakeClaim>,
     /// The target of the route's failover, if it has one (`route.limits.failover`).
     pub failover: Option<Arc<Target>>,
 }
@@ -59,7 +59,7 @@ pub struct ProxyState {
     targets: Mutex<HashMap<String, Arc<Target>>>,
     held_counters: Mutex<HashMap<String, Arc<Counter>>>,
     /// Per target: a placeholder's wake is standing in for a held request (see `RouteState`).
-    wake_claims: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    wake_claims: Mutex<HashMap<String, Arc<WakeClaim>>>,
     pub budget: Budget,
     pub metrics: Metrics,
     draining: AtomicBool,

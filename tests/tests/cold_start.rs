@@ -338,3 +338,43 @@ async fn requests_still_held_at_the_hold_timeout_go_to_the_failover_instead_of_5
     assert!(rouse.count_output("Replica starting. replica=late-1") >= 1);
     assert_eq!(rouse.ready_replicas("late").await, 0);
 }
+
+/// `audience: browsers`: a request that prefers HTML gets the waiting page at once (503,
+/// `Refresh`, the app's name) and wakes the app; an API client arriving meanwhile is held and
+/// answered by the app, never shown the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiting_page_is_for_browsers_while_api_clients_are_held() {
+    let app = App::hello("pages")
+        .env("STARTUP_DELAY_MS", "300")
+        .with("cold_start: {placeholder: {audience: browsers}}");
+    let rouse = Rouse::start(&app).await;
+    assert_eq!(rouse.ready_replicas("pages").await, 0, "starts at zero");
+    let get = |accept: &'static str| {
+        let req = http::Request::get(format!("http://{}/", rouse.proxy))
+            .header("host", "pages.localhost")
+            .header("accept", accept)
+            .body(http_body_util::Full::default())
+            .expect("request");
+        rouse.request(req)
+    };
+    let page = get("text/html,application/xhtml+xml,*/*;q=0.8")
+        .await
+        .expect("answered");
+    assert_eq!(page.status, 503, "{}", page.text());
+    assert_eq!(page.header("refresh"), Some("2"), "reloads by itself");
+    assert_eq!(page.header("x-rouse-placeholder"), Some("true"));
+    assert!(page.text().contains("Starting pages…"), "{}", page.text());
+    let api = get("application/json").await.expect("answered");
+    assert_eq!(
+        api.status,
+        200,
+        "held, then the app's answer: {}",
+        api.text()
+    );
+    assert_eq!(api.text(), "hello from pages-1\n");
+    assert_eq!(api.header("x-rouse-cold-start"), Some("true"));
+    // Warm: browsers get the app too.
+    let warm = get("text/html").await.expect("answered");
+    assert_eq!(warm.status, 200);
+    assert_eq!(rouse.count_output("hello-fn started"), 1);
+}

@@ -268,6 +268,7 @@ proxy:
   replicas: 3
   image: {repository: registry.example/rouse-proxy, tag: "9.9.9", pullPolicy: Always}
   log: debug
+  logFormat: json
   listen: 0.0.0.0:8081
   adminListen: 0.0.0.0:9191
   namespaces: [apps, web]
@@ -285,6 +286,7 @@ proxy:
   pdb: {enabled: true, minAvailable: null, maxUnavailable: 1}
 controller:
   log: debug
+  logFormat: json
   namespaces: [apps]
   proxyService: other/proxies
   proxyPortName: adm
@@ -346,6 +348,7 @@ fn helm_template_renders_a_restricted_rouse() {
         "ServiceAccount rouse-system/rouse-controller",
         "ClusterRole rouse-proxy",
         "ClusterRole rouse-controller",
+        "NetworkPolicy rouse-system/rouse-proxy",
     ] {
         assert!(kinds.contains(expected), "{expected} not in {kinds:#?}");
     }
@@ -698,6 +701,7 @@ fn every_flag_of_both_binaries_is_a_value() {
     let env = env_of(&proxy);
     for (var, value) in [
         ("ROUSE_LOG", "debug"),
+        ("ROUSE_LOG_FORMAT", "json"),
         ("ROUSE_LISTEN", "0.0.0.0:8081"),
         ("ROUSE_ADMIN_LISTEN", "0.0.0.0:9191"),
         ("ROUSE_NAMESPACES", "apps,web"),
@@ -776,6 +780,7 @@ fn every_flag_of_both_binaries_is_a_value() {
     let env = env_of(&controller);
     for (var, value) in [
         ("ROUSE_LOG", "debug"),
+        ("ROUSE_LOG_FORMAT", "json"),
         ("ROUSE_NAMESPACES", "apps"),
         ("ROUSE_KEDA_INTERCEPTOR_ROUTES", "true"),
         ("ROUSE_PROXY_SERVICE", "other/proxies"),

@@ -229,6 +229,23 @@ pub struct Placeholder {
     pub body: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Who gets it: `all` (default, KEDA's semantics) or `browsers` (only requests whose
+    /// `Accept` prefers HTML; API clients are held). With `browsers` and no `body`, Rouse's
+    /// waiting page (the app's name and the time since the wake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<PlaceholderAudience>,
+    /// `Refresh: N` on the answer (default 2 with `browsers`): the browser reloads by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub refresh_seconds: Option<i32>,
+}
+
+/// Who gets a placeholder (Rouse's extension; see `rouse_core::route::Audience`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PlaceholderAudience {
+    All,
+    Browsers,
 }
 
 fn default_placeholder_status() -> i32 {

@@ -15,7 +15,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ColdStartCaps, HTTPScaledObjectStatus, HeaderSpec, ReplicaStruct};
+use super::{
+    ColdStartCaps, HTTPScaledObjectStatus, HeaderSpec, PlaceholderAudience, ReplicaStruct,
+};
 
 mod convert;
 mod objects;
@@ -287,6 +289,14 @@ pub struct InterceptorRouteExtensions {
     /// Bounds on requests held while the target is cold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cold_start: Option<ColdStartCaps>,
+    /// Who gets `spec.coldStart.placeholder`: `all` (KEDA's semantics, the default) or
+    /// `browsers` (only requests whose `Accept` prefers HTML; API clients are held).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder_audience: Option<PlaceholderAudience>,
+    /// `Refresh: N` on the placeholder (default 2 with `browsers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub placeholder_refresh_seconds: Option<i32>,
     /// Replaces the matched path prefix before forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite_prefix: Option<String>,

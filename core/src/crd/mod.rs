@@ -12,8 +12,8 @@ mod route;
 pub use http_scaled_object::{
     ColdStartCaps, ColdStartTimeoutFailoverRef, ConcurrencyMetric, HTTPScaledObject,
     HTTPScaledObjectSpec, HTTPScaledObjectStatus, HTTPScaledObjectTimeoutsConfig, HeaderSpec,
-    Placeholder, ReplicaStruct, RequestRateMetric, RouseExtensions, ScaleTargetRef,
-    ScalingMetricSpec,
+    Placeholder, PlaceholderAudience, ReplicaStruct, RequestRateMetric, RouseExtensions,
+    ScaleTargetRef, ScalingMetricSpec,
 };
 
 pub use interceptor_route::{

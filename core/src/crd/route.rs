@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
-use super::{ColdStartCaps, HTTPScaledObject, HeaderSpec};
+use super::{ColdStartCaps, HTTPScaledObject, HeaderSpec, PlaceholderAudience};
 use crate::route::{
-    Failover, HeaderMatch, HostPattern, PathPrefix, Placeholder, Route, RouteLimits,
-    UpstreamProtocol, failover_target,
+    Failover, HeaderMatch, HostPattern, MAX_REFRESH_SECS, PathPrefix, Placeholder, Route,
+    RouteLimits, UpstreamProtocol, failover_target,
 };
 
 /// KEDA's readiness timeout when a failover is set without one (its interceptor's
@@ -147,7 +147,19 @@ pub fn route_of(o: &HTTPScaledObject) -> Result<Route, Vec<String>> {
             p.body.clone(),
             &p.headers,
             &mut errors,
-        );
+        )
+        .and_then(|placeholder| {
+            with_audience(
+                placeholder,
+                p.audience,
+                p.refresh_seconds,
+                (
+                    "spec.rouse.placeholder.audience",
+                    "spec.rouse.placeholder.refreshSeconds",
+                ),
+                &mut errors,
+            )
+        });
     }
 
     if !errors.is_empty() {
@@ -286,6 +298,38 @@ pub(super) fn placeholder_of(
     }
 }
 
+/// Applies Rouse's placeholder options: `audience` (default all: KEDA's semantics) and the
+/// `Refresh` interval (default 2 s for browsers); `fields` names them in errors.
+pub(super) fn with_audience(
+    placeholder: Placeholder,
+    audience: Option<PlaceholderAudience>,
+    refresh: Option<i32>,
+    fields: (&str, &str),
+    errors: &mut Vec<String>,
+) -> Option<Placeholder> {
+    let refresh = match refresh.map(u32::try_from) {
+        None => None,
+        Some(Ok(r)) if (1..=MAX_REFRESH_SECS).contains(&r) => Some(r),
+        Some(_) => {
+            errors.push(format!("{}: must be 1..={MAX_REFRESH_SECS}", fields.1));
+            return None;
+        }
+    };
+    match audience {
+        Some(PlaceholderAudience::Browsers) => placeholder
+            .for_browsers(refresh.unwrap_or(DEFAULT_BROWSER_REFRESH_SECS))
+            .map_err(|e| errors.push(format!("{}: {e}", fields.1)))
+            .ok(),
+        Some(PlaceholderAudience::All) | None => Some(Placeholder {
+            refresh_secs: refresh,
+            ..placeholder
+        }),
+    }
+}
+
+/// The `Refresh` of a waiting page for browsers when not given (as the local file's).
+pub const DEFAULT_BROWSER_REFRESH_SECS: u32 = 2;
+
 /// Objects in the order their routes are claimed: oldest first (ties by key), so on a conflict
 /// the newer object is the one refused, whichever process computes it.
 pub fn claim_order(objects: &mut [&HTTPScaledObject]) {
@@ -372,6 +416,41 @@ mod tests {
         assert_eq!(
             r.limits.placeholder.map(|p| (p.status, p.body)),
             Some((200, String::new()))
+        );
+    }
+
+    #[test]
+    fn a_placeholder_for_browsers_is_rouses_waiting_page_unless_a_body_is_given() {
+        let r = route_of(&object(
+            "{scaleTargetRef: {service: shop, port: 80}, rouse: {placeholder: \
+             {audience: browsers}}}",
+        ))
+        .expect("valid");
+        let p = r.limits.placeholder.expect("placeholder");
+        assert_eq!(p.audience, crate::route::Audience::Browsers);
+        assert_eq!(p.refresh_secs, Some(DEFAULT_BROWSER_REFRESH_SECS));
+        assert_eq!(p.body, crate::route::WAITING_PAGE);
+        let r = route_of(&object(
+            "{scaleTargetRef: {service: shop, port: 80}, rouse: {placeholder: \
+             {body: mine, refreshSeconds: 9}}}",
+        ))
+        .expect("valid");
+        let p = r.limits.placeholder.expect("placeholder");
+        assert_eq!(
+            (p.audience, p.refresh_secs, p.body.as_str()),
+            (crate::route::Audience::All, Some(9), "mine"),
+            "KEDA's audience unless asked"
+        );
+        let errors = route_of(&object(
+            "{scaleTargetRef: {service: shop, port: 80}, rouse: {placeholder: \
+             {audience: browsers, refreshSeconds: 0}}}",
+        ))
+        .expect_err("invalid");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("spec.rouse.placeholder.refreshSeconds: must be 1..=3600")),
+            "{errors:?}"
         );
     }
 

@@ -5,9 +5,11 @@
 //! same values; each check returns the problem without the field name, which the caller knows
 //! in its own spelling (`statusCode` on Kubernetes, `status` locally).
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Most characters of a placeholder body: the CRD's bound (`spec.rouse.placeholder.body`), and
 /// the local file's, so a page moves between the two unchanged.
@@ -28,9 +30,53 @@ const RESERVED_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
-/// A response the proxy answers itself, at once, to every request that arrives while the
-/// route's target has no ready endpoint (a "starting…" page). The request still wakes the
-/// target, exactly like a held one: a placeholder never keeps an app asleep.
+/// Who gets a route's placeholder while its target is cold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Audience {
+    /// Every request (KEDA's semantics, the default for objects written for KEDA).
+    #[default]
+    All,
+    /// Only requests whose `Accept` prefers HTML ([`prefers_html`]): a person at a browser
+    /// sees a waiting page, while API clients are held and answered by the app as usual.
+    Browsers,
+}
+
+/// Longest `Refresh` interval of a waiting page.
+pub const MAX_REFRESH_SECS: u32 = 3600;
+
+/// Rouse's waiting page: shown to browsers when a placeholder for browsers gives no body.
+/// `{{app}}`, `{{elapsed_secs}}` and `{{refresh_secs}}` are filled in per answer
+/// ([`Placeholder::render`]); the meta refresh repeats the `Refresh` header for browsers that
+/// ignore it, so the same tab lands on the app once it is up.
+pub const WAITING_PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="{{refresh_secs}}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Starting {{app}}…</title>
+<style>
+body{font-family:system-ui,sans-serif;display:flex;align-items:center;justify-content:center;min-height:90vh;margin:0;background:#f6f7f9;color:#1f2933}
+main{text-align:center;padding:2rem 3rem;background:#fff;border-radius:12px;box-shadow:0 2px 12px #0002}
+h1{font-size:1.4rem;margin:0 0 .5rem}
+p{margin:.3rem 0;color:#52606d}
+</style>
+</head>
+<body>
+<main>
+<h1>Starting {{app}}…</h1>
+<p>It was asleep and is waking up ({{elapsed_secs}} s so far).</p>
+<p>This page reloads by itself every {{refresh_secs}} s.</p>
+</main>
+</body>
+</html>
+"#;
+
+/// A response the proxy answers itself, at once, to requests that arrive while the route's
+/// target has no ready endpoint (a "starting…" page): to every request, or with
+/// [`Audience::Browsers`] only to people at a browser. The request still wakes the target,
+/// exactly like a held one: a placeholder never keeps an app asleep.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Placeholder {
     /// 200..=599 (a placeholder is a final response).
@@ -41,6 +87,11 @@ pub struct Placeholder {
     /// adds `content-type` (sniffed from the body), `cache-control: no-store` and, for 503,
     /// `retry-after` when they are not given.
     pub headers: Vec<(String, String)>,
+    /// Who gets it (default: every request).
+    pub audience: Audience,
+    /// Sent as `Refresh: N` (1..=[`MAX_REFRESH_SECS`]) unless `headers` has one: the browser
+    /// reloads by itself and lands on the app once it is up.
+    pub refresh_secs: Option<u32>,
 }
 
 impl Placeholder {
@@ -138,10 +189,44 @@ impl Placeholder {
                 status,
                 body,
                 headers: checked,
+                audience: Audience::All,
+                refresh_secs: None,
             })
         } else {
             Err(errors)
         }
+    }
+
+    /// Only for browsers, reloading every `refresh_secs` (1..=[`MAX_REFRESH_SECS`]); an empty
+    /// body becomes Rouse's [`WAITING_PAGE`].
+    pub fn for_browsers(mut self, refresh_secs: u32) -> Result<Placeholder, String> {
+        if !(1..=MAX_REFRESH_SECS).contains(&refresh_secs) {
+            return Err(format!(
+                "must be 1..={MAX_REFRESH_SECS} (got {refresh_secs})"
+            ));
+        }
+        self.audience = Audience::Browsers;
+        self.refresh_secs = Some(refresh_secs);
+        if self.body.is_empty() && !matches!(self.status, 204 | 304) {
+            self.body = WAITING_PAGE.to_string();
+        }
+        Ok(self)
+    }
+
+    /// The body for one answer: `{{app}}`, `{{elapsed_secs}}` (since the wake began) and
+    /// `{{refresh_secs}}` filled in, the app name HTML-escaped. Borrowed when there is nothing
+    /// to fill.
+    pub fn render(&self, app: &str, elapsed: Duration) -> Cow<'_, str> {
+        if !self.body.contains("{{") {
+            return Cow::Borrowed(&self.body);
+        }
+        let refresh = self.refresh_secs.unwrap_or(0).to_string();
+        Cow::Owned(
+            self.body
+                .replace("{{app}}", &html_escape(app))
+                .replace("{{elapsed_secs}}", &elapsed.as_secs().to_string())
+                .replace("{{refresh_secs}}", &refresh),
+        )
     }
 
     /// The value given for header `name` (lower-case), if any.
@@ -236,6 +321,48 @@ pub fn parse_failover_url(raw: &str) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// Whether an `Accept` header prefers HTML: `text/html` or `application/xhtml+xml` has a
+/// q-value above 0 and at least as high as any other named type. Wildcards alone (`*/*`, what
+/// curl and most API clients send) and a missing header do not: those clients are held, not
+/// shown a page. Browsers send `text/html,application/xhtml+xml,…,*/*;q=0.8`.
+pub fn prefers_html(accept: &str) -> bool {
+    let mut html = 0.0f32;
+    let mut other = 0.0f32;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                (k.trim().eq_ignore_ascii_case("q")).then(|| v.trim().parse::<f32>().ok())?
+            })
+            .next()
+            .unwrap_or(1.0)
+            .clamp(0.0, 1.0);
+        match media.as_str() {
+            "text/html" | "application/xhtml+xml" => html = html.max(q),
+            m if m.ends_with("/*") || m.is_empty() => {}
+            _ => other = other.max(q),
+        }
+    }
+    html > 0.0 && html >= other
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,5 +454,55 @@ mod tests {
             assert!(e.contains("http://IP:PORT"), "{e}");
         }
         assert_eq!(failover_target("shop"), "shop#failover");
+    }
+
+    #[test]
+    fn browsers_prefer_html_and_api_clients_do_not() {
+        let chrome = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7";
+        let firefox = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+        assert!(prefers_html(chrome));
+        assert!(prefers_html(firefox));
+        assert!(prefers_html("TEXT/HTML"));
+        for api in [
+            "",
+            "*/*",
+            "application/json",
+            "application/json, text/html;q=0.5",
+            "text/html;q=0",
+            "text/*",
+            "application/grpc",
+        ] {
+            assert!(!prefers_html(api), "{api:?}");
+        }
+        assert!(prefers_html("application/json;q=0.5, text/html"));
+    }
+
+    #[test]
+    fn a_waiting_page_for_browsers_fills_in_the_app_and_the_time() {
+        let p = Placeholder::build(503, None, [])
+            .expect("valid")
+            .for_browsers(2)
+            .expect("refresh");
+        assert_eq!(p.audience, Audience::Browsers);
+        let page = p.render("shop<1>", Duration::from_millis(4_700));
+        assert!(page.contains("Starting shop&lt;1&gt;…"), "{page}");
+        assert!(page.contains("(4 s so far)"), "{page}");
+        assert!(page.contains(r#"content="2""#), "{page}");
+        assert!(!page.contains("{{"), "{page}");
+        let own = Placeholder::build(200, Some("plain".into()), [])
+            .expect("valid")
+            .for_browsers(5)
+            .expect("refresh");
+        assert_eq!(
+            own.render("a", Duration::ZERO),
+            "plain",
+            "a given body is kept"
+        );
+        assert!(
+            Placeholder::build(503, None, [])
+                .expect("valid")
+                .for_browsers(0)
+                .is_err()
+        );
     }
 }

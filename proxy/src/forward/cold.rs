@@ -4,7 +4,7 @@
 //! ([`placeholder_head`]).
 
 use rouse_core::RouteLimits;
-use rouse_core::route::Placeholder;
+use rouse_core::route::{Audience, Placeholder};
 
 use crate::reason::Reason;
 
@@ -17,6 +17,8 @@ pub struct ColdView {
     pub unavailable: bool,
     /// The request is an event gateway delivery (see [`crate::delivery_guard`]).
     pub delivery: bool,
+    /// Its `Accept` prefers HTML ([`rouse_core::route::prefers_html`]): a person at a browser.
+    pub html: bool,
 }
 
 /// The route's placeholder when it answers this request: every request while the target has
@@ -26,13 +28,19 @@ pub struct ColdView {
 ///   `target_unavailable` answer rather than a "starting…" page for something that will not
 ///   start.
 ///
+/// - with [`Audience::Browsers`], requests that do not prefer HTML: API clients are held and
+///   answered by the app, only people get the waiting page.
+///
 /// A target with ready endpoints that are all at their concurrency cap is not cold: such a
 /// request is held for capacity as usual.
 pub fn placeholder_for(limits: &RouteLimits, view: ColdView) -> Option<&Placeholder> {
     if view.ready || view.unavailable || view.delivery {
         return None;
     }
-    limits.placeholder.as_ref()
+    limits
+        .placeholder
+        .as_ref()
+        .filter(|p| p.audience == Audience::All || view.html)
 }
 
 /// What a request whose hold ended with `reason` gets.
@@ -79,6 +87,9 @@ pub fn placeholder_head(p: &Placeholder, retry_after_secs: u32) -> Vec<(String, 
     if p.status == 503 {
         default("retry-after", retry_after_secs.to_string());
     }
+    if let Some(refresh) = p.refresh_secs {
+        default("refresh", refresh.to_string());
+    }
     head.push((PLACEHOLDER_HEADER.to_string(), "true".to_string()));
     head
 }
@@ -119,6 +130,7 @@ mod tests {
         ready: false,
         unavailable: false,
         delivery: false,
+        html: false,
     };
 
     #[test]
@@ -142,6 +154,32 @@ mod tests {
             assert!(placeholder_for(&l, view).is_none(), "{view:?}");
         }
         assert!(placeholder_for(&limits(false, false), COLD).is_none());
+    }
+
+    #[test]
+    fn a_waiting_page_for_browsers_answers_only_requests_that_prefer_html() {
+        let mut l = limits(true, false);
+        l.placeholder = l.placeholder.map(|p| p.for_browsers(2).expect("refresh"));
+        let browser = ColdView { html: true, ..COLD };
+        let page = placeholder_for(&l, browser).expect("a browser gets the page");
+        assert!(
+            placeholder_head(page, 1).contains(&("refresh".to_string(), "2".to_string())),
+            "reloads by itself"
+        );
+        assert!(placeholder_for(&l, COLD).is_none(), "an API client is held");
+        assert!(
+            placeholder_for(
+                &l,
+                ColdView {
+                    ready: true,
+                    ..browser
+                }
+            )
+            .is_none(),
+            "warm: the app answers"
+        );
+        // KEDA's semantics by default: every request.
+        assert!(placeholder_for(&limits(true, false), COLD).is_some());
     }
 
     #[test]

@@ -299,17 +299,29 @@ impl ProxyHttp for Forwarder {
                 ctx.host = host;
                 let retry_after = route.route.limits.retry_after_secs;
                 ctx.route = Some(route.clone());
-                write_placeholder(session, &answer.response, retry_after).await?;
+                write_placeholder(
+                    session,
+                    &answer.response,
+                    &answer.response.body,
+                    retry_after,
+                )
+                .await?;
                 return Ok(true);
             }
             ctx.uncounted = true;
         }
         if route.route.limits.placeholder.is_some() {
             let endpoints = route.target.endpoints();
+            let html = req
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(rouse_core::route::prefers_html);
             let view = ColdView {
                 ready: !endpoints.is_empty(),
                 unavailable: endpoints.is_empty() && route.target.unavailable().is_some(),
                 delivery: ctx.delivery,
+                html,
             };
             if let Some(p) = cold::placeholder_for(&route.route.limits, view) {
                 // Counted and woken like a held request, answered at once.
@@ -321,8 +333,9 @@ impl ProxyHttp for Forwarder {
                 );
                 ctx.host = host;
                 let retry_after = route.route.limits.retry_after_secs;
+                let body = p.render(&route.route.name, route.wake_claim.elapsed());
                 ctx.route = Some(route.clone());
-                write_placeholder(session, p, retry_after).await?;
+                write_placeholder(session, p, &body, retry_after).await?;
                 return Ok(true);
             }
         }

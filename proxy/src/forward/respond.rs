@@ -75,10 +75,12 @@ pub async fn write_error(
     session.write_response_body(Some(body), true).await
 }
 
-/// Writes a route's placeholder (see [`super::cold::placeholder_head`] for the headers it gets).
+/// Writes a route's placeholder with `body` (its body, rendered: [`Placeholder::render`]; see
+/// [`super::cold::placeholder_head`] for the headers it gets).
 pub async fn write_placeholder(
     session: &mut Session,
     placeholder: &Placeholder,
+    body: &str,
     retry_after_secs: u32,
 ) -> pingora_core::Result<()> {
     let head = super::cold::placeholder_head(placeholder, retry_after_secs);
@@ -88,13 +90,13 @@ pub async fn write_placeholder(
     }
     // RFC 9110 §8.6: no Content-Length on a 204.
     if placeholder.status != 204 {
-        resp.insert_header("content-length", placeholder.body.len().to_string())?;
+        resp.insert_header("content-length", body.len().to_string())?;
     }
     // An unread request body would desync a kept-alive HTTP/1.1 connection.
     if !session.is_body_empty() {
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(resp), false).await?;
-    let body = Bytes::copy_from_slice(placeholder.body.as_bytes());
+    let body = Bytes::copy_from_slice(body.as_bytes());
     session.write_response_body(Some(body), true).await
 }

@@ -11,27 +11,52 @@
 //! way). A request after an expired claim claims again, so an app slower than the hold timeout
 //! is still asked for.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rouse_core::Target;
 
-/// Claims a wake for `target` unless one stands (`claimed`), for at most `until`. Returns
+/// A target's standing wake claim (shared by every route of the target, survives rebuilds).
+#[derive(Debug, Default)]
+pub struct WakeClaim {
+    claimed: AtomicBool,
+    /// When the standing claim was made: a waiting page shows the time since.
+    since: Mutex<Option<Instant>>,
+}
+
+impl WakeClaim {
+    /// How long the standing claim has stood (zero without one).
+    pub fn elapsed(&self) -> Duration {
+        self.since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// Whether a claim stands.
+    pub fn stands(&self) -> bool {
+        self.claimed.load(Ordering::Acquire)
+    }
+}
+
+/// Claims a wake for `target` unless one stands (`claim`), for at most `until`. Returns
 /// whether this call made the claim. Needs a Tokio runtime (it spawns the claim's watcher).
-pub fn claim_wake(target: &Arc<Target>, claimed: &Arc<AtomicBool>, until: Duration) -> bool {
-    if claimed.swap(true, Ordering::AcqRel) {
+pub fn claim_wake(target: &Arc<Target>, claim: &Arc<WakeClaim>, until: Duration) -> bool {
+    if claim.claimed.swap(true, Ordering::AcqRel) {
         return false;
     }
+    *claim.since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     // Counted before the wake, so whoever the wake reaches sees the pending request.
     target.demand.held_inc();
     target.demand.wake();
-    let (target, claimed) = (target.clone(), claimed.clone());
+    let (target, claim) = (target.clone(), claim.clone());
     tokio::spawn(async move {
         stand(&target, until).await;
         // Released first, then uncounted: a request in between claims again rather than
         // finding neither a claim nor a count.
-        claimed.store(false, Ordering::Release);
+        *claim.since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        claim.claimed.store(false, Ordering::Release);
         target.demand.held_dec();
     });
     true
@@ -79,7 +104,7 @@ mod tests {
     #[tokio::test]
     async fn a_claim_counts_as_held_and_wakes_until_the_target_is_ready() {
         let target = Target::new("t");
-        let claimed = Arc::new(AtomicBool::new(false));
+        let claimed = Arc::new(WakeClaim::default());
         assert!(claim_wake(&target, &claimed, Duration::from_secs(60)));
         assert_eq!(target.demand.held(), 1, "counted like a held request");
         // The wake was signalled (resolves at once).
@@ -96,27 +121,26 @@ mod tests {
             SocketAddr::from(([127, 0, 0, 1], 1)),
         )]);
         until_held(&target, 0).await;
-        assert!(
-            !claimed.load(Ordering::Acquire),
-            "released before uncounted"
-        );
+        assert!(!claimed.stands(), "released before uncounted");
+        assert_eq!(claimed.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test]
     async fn a_claim_expires_with_the_hold_timeout_and_can_be_made_again() {
         let target = Target::new("t");
-        let claimed = Arc::new(AtomicBool::new(false));
+        let claimed = Arc::new(WakeClaim::default());
         assert!(claim_wake(&target, &claimed, Duration::from_millis(20)));
         until_held(&target, 0).await;
-        assert!(!claimed.load(Ordering::Acquire));
+        assert!(!claimed.stands());
         assert!(claim_wake(&target, &claimed, Duration::from_secs(60)));
+        assert!(claimed.stands());
         assert_eq!(target.demand.held(), 1);
     }
 
     #[tokio::test]
     async fn an_unavailable_target_ends_the_claim() {
         let target = Target::new("t");
-        let claimed = Arc::new(AtomicBool::new(false));
+        let claimed = Arc::new(WakeClaim::default());
         claim_wake(&target, &claimed, Duration::from_secs(60));
         target.set_unavailable(Some("service gone".into()));
         until_held(&target, 0).await;

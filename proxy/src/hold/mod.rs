@@ -10,5 +10,5 @@ pub mod claim;
 pub mod queue;
 
 pub use budget::{Budget, Caps, Counter, HoldPermit};
-pub use claim::claim_wake;
+pub use claim::{WakeClaim, claim_wake};
 pub use queue::{Acquired, EndpointSlot, acquire, failover_slot, static_slot};

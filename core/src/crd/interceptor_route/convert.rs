@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::{InterceptorRouteSpec, RoutingRule, StaticResponse, StaticResponseMode};
 use crate::crd::route::{
     DEFAULT_FAILOVER_TIMEOUT, apply_caps, headers_of, hosts_of, parse_go_duration, placeholder_of,
-    prefixes_of, rewrite_of,
+    prefixes_of, rewrite_of, with_audience,
 };
 use crate::route::{
     Failover, HostPattern, Placeholder, Route, RouteLimits, StaticAnswer, StaticMode,
@@ -120,9 +120,27 @@ pub fn routes_of(key: &str, spec: &InterceptorRouteSpec) -> Result<Vec<Route>, V
         match &p.response {
             Some(r) => {
                 limits.placeholder = response_of(&format!("{FIELD}.response"), r, &mut errors)
+                    .and_then(|placeholder| {
+                        with_audience(
+                            placeholder,
+                            ext.placeholder_audience,
+                            ext.placeholder_refresh_seconds,
+                            (
+                                "spec.rouse.placeholderAudience",
+                                "spec.rouse.placeholderRefreshSeconds",
+                            ),
+                            &mut errors,
+                        )
+                    })
             }
             None => errors.push(format!("{FIELD}.response: required")),
         }
+    } else if ext.placeholder_audience.is_some() || ext.placeholder_refresh_seconds.is_some() {
+        errors.push(
+            "spec.rouse.placeholderAudience: applies to spec.coldStart.placeholder, which is not \
+             set"
+            .to_string(),
+        );
     }
     let t = &spec.target;
     if t.port.is_some() == t.port_name.is_some() {
