@@ -9,8 +9,9 @@
 //! write) ends the replay and is cut off: it can only hold records that were never acknowledged
 //! (acks follow the fsync). A request's events are one record (`AcceptedBatch`), so a crash in
 //! the middle of writing them replays none of them, never a part (logs written before that hold
-//! one `Accepted` record per event, and replay as they are). `Done` records are fsync'd in the background (at most
-//! [`DONE_SYNC`] later): losing one in a crash means redelivering that event, never losing it.
+//! one `Accepted` record per event, and replay as they are). `Done` records are fsync'd in the
+//! background (at most [`DONE_SYNC`] later): losing one in a crash means redelivering that
+//! event, never losing it.
 //! When nothing in it is pending any more and the log exceeds [`COMPACT_BYTES`], it is
 //! replaced (atomically: new file, fsync, rename) by one holding only the dedupe window's keys.
 //! A record with a valid checksum that cannot be decoded stops the start-up instead of being

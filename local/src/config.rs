@@ -135,9 +135,6 @@ impl PlaceholderConfig {
     fn default_status() -> u16 {
         Placeholder::DEFAULT_STATUS
     }
-
-    /// The refresh of a waiting page for browsers when not given.
-    pub const DEFAULT_BROWSER_REFRESH_SECS: u32 = 2;
 }
 
 /// `cold_start.failover:` — an always-on service that answers requests the app could not take
@@ -314,9 +311,7 @@ impl AppConfig {
             let refresh_error = |e: String| format!("cold_start.placeholder.refresh_secs: {e}");
             match (p.audience, p.refresh_secs) {
                 (Audience::Browsers, refresh) => built
-                    .for_browsers(
-                        refresh.unwrap_or(PlaceholderConfig::DEFAULT_BROWSER_REFRESH_SECS),
-                    )
+                    .for_browsers(refresh)
                     .map_err(|e| errors.push(refresh_error(e)))
                     .ok(),
                 (Audience::All, Some(r)) if !(1..=MAX_REFRESH_SECS).contains(&r) => {

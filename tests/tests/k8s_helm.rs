@@ -26,12 +26,11 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use rouse_core::crd::{EventSubscription, HTTPScaledObject};
 use rouse_e2e::{bin, free_addr, target_dir};
 use rouse_testcluster::nats::Nats;
@@ -893,33 +892,6 @@ impl Drop for Proc {
     }
 }
 
-/// A kubeconfig for ServiceAccount `namespace/sa`: its token from the TokenRequest API.
-async fn kubeconfig_for(cluster: &TestCluster, namespace: &str, sa: &str, dir: &Path) -> PathBuf {
-    let sas: Api<ServiceAccount> = Api::namespaced(cluster.client().await, namespace);
-    let tr: TokenRequest = serde_json::from_value(json!({
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"expirationSeconds": 3600}
-    }))
-    .expect("token request");
-    let token = sas
-        .create_token_request(sa, &PostParams::default(), &tr)
-        .await
-        .unwrap_or_else(|e| panic!("token for {namespace}/{sa}: {e}"))
-        .status
-        .expect("token status")
-        .token;
-    let path = dir.join(format!("{sa}.kubeconfig"));
-    let yaml = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
-         users:\n- name: {sa}\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: {sa}\n\
-         current-context: c\n",
-        cluster.server,
-        cluster.dir.join("ca.crt").display()
-    );
-    std::fs::write(&path, yaml).expect("write kubeconfig");
-    path
-}
-
 /// What the kubelet would start for pod `pod` of a Helm-installed Deployment: the container's
 /// args, and its env resolved as the kubelet resolves it (downward API fields, ConfigMap keys).
 /// The listen addresses are the one change: a pod has its own network namespace, these processes
@@ -1152,8 +1124,9 @@ async fn helm_install_then_a_cold_request_through_the_helm_installed_proxy_wakes
         Some(&nats.url()),
         "from the chart's ConfigMap"
     );
-    let proxy_kubeconfig =
-        kubeconfig_for(cluster, NAMESPACE, &proxy_spec.service_account, &dir).await;
+    let proxy_kubeconfig = cluster
+        .kubeconfig_for(NAMESPACE, &proxy_spec.service_account, &dir)
+        .await;
     let t = Instant::now();
     let rouse = bin("rouse");
     println!("workspace binaries: {:?}", t.elapsed());
@@ -1215,8 +1188,9 @@ async fn helm_install_then_a_cold_request_through_the_helm_installed_proxy_wakes
             .map(String::as_str),
         Some("rouse-system/rouse-proxy-admin")
     );
-    let controller_kubeconfig =
-        kubeconfig_for(cluster, NAMESPACE, &controller_spec.service_account, &dir).await;
+    let controller_kubeconfig = cluster
+        .kubeconfig_for(NAMESPACE, &controller_spec.service_account, &dir)
+        .await;
     let controller = start(
         "controller",
         &bin("rouse-controller"),

@@ -317,7 +317,7 @@ pub(super) fn with_audience(
     };
     match audience {
         Some(PlaceholderAudience::Browsers) => placeholder
-            .for_browsers(refresh.unwrap_or(DEFAULT_BROWSER_REFRESH_SECS))
+            .for_browsers(refresh)
             .map_err(|e| errors.push(format!("{}: {e}", fields.1)))
             .ok(),
         Some(PlaceholderAudience::All) | None => Some(Placeholder {
@@ -326,9 +326,6 @@ pub(super) fn with_audience(
         }),
     }
 }
-
-/// The `Refresh` of a waiting page for browsers when not given (as the local file's).
-pub const DEFAULT_BROWSER_REFRESH_SECS: u32 = 2;
 
 /// Objects in the order their routes are claimed: oldest first (ties by key), so on a conflict
 /// the newer object is the one refused, whichever process computes it.
@@ -428,7 +425,10 @@ mod tests {
         .expect("valid");
         let p = r.limits.placeholder.expect("placeholder");
         assert_eq!(p.audience, crate::route::Audience::Browsers);
-        assert_eq!(p.refresh_secs, Some(DEFAULT_BROWSER_REFRESH_SECS));
+        assert_eq!(
+            p.refresh_secs,
+            Some(crate::route::DEFAULT_BROWSER_REFRESH_SECS)
+        );
         assert_eq!(p.body, crate::route::WAITING_PAGE);
         let r = route_of(&object(
             "{scaleTargetRef: {service: shop, port: 80}, rouse: {placeholder: \

@@ -44,6 +44,8 @@ pub enum Audience {
 
 /// Longest `Refresh` interval of a waiting page.
 pub const MAX_REFRESH_SECS: u32 = 3600;
+/// The `Refresh` interval of a placeholder for browsers that gives none (both platforms).
+pub const DEFAULT_BROWSER_REFRESH_SECS: u32 = 2;
 
 /// Rouse's waiting page: shown to browsers when a placeholder for browsers gives no body.
 /// `{{app}}`, `{{elapsed_secs}}` and `{{refresh_secs}}` are filled in per answer
@@ -197,9 +199,10 @@ impl Placeholder {
         }
     }
 
-    /// Only for browsers, reloading every `refresh_secs` (1..=[`MAX_REFRESH_SECS`]); an empty
-    /// body becomes Rouse's [`WAITING_PAGE`].
-    pub fn for_browsers(mut self, refresh_secs: u32) -> Result<Placeholder, String> {
+    /// Only for browsers, reloading every `refresh_secs` (1..=[`MAX_REFRESH_SECS`], default
+    /// [`DEFAULT_BROWSER_REFRESH_SECS`]); an empty body becomes Rouse's [`WAITING_PAGE`].
+    pub fn for_browsers(mut self, refresh_secs: Option<u32>) -> Result<Placeholder, String> {
+        let refresh_secs = refresh_secs.unwrap_or(DEFAULT_BROWSER_REFRESH_SECS);
         if !(1..=MAX_REFRESH_SECS).contains(&refresh_secs) {
             return Err(format!(
                 "must be 1..={MAX_REFRESH_SECS} (got {refresh_secs})"
@@ -481,7 +484,7 @@ mod tests {
     fn a_waiting_page_for_browsers_fills_in_the_app_and_the_time() {
         let p = Placeholder::build(503, None, [])
             .expect("valid")
-            .for_browsers(2)
+            .for_browsers(None)
             .expect("refresh");
         assert_eq!(p.audience, Audience::Browsers);
         let page = p.render("shop<1>", Duration::from_millis(4_700));
@@ -491,7 +494,7 @@ mod tests {
         assert!(!page.contains("{{"), "{page}");
         let own = Placeholder::build(200, Some("plain".into()), [])
             .expect("valid")
-            .for_browsers(5)
+            .for_browsers(Some(5))
             .expect("refresh");
         assert_eq!(
             own.render("a", Duration::ZERO),
@@ -501,7 +504,7 @@ mod tests {
         assert!(
             Placeholder::build(503, None, [])
                 .expect("valid")
-                .for_browsers(0)
+                .for_browsers(Some(0))
                 .is_err()
         );
     }

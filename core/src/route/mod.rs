@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use cold::{
-    Audience, FAILOVER_SUFFIX, Failover, MAX_PLACEHOLDER_BODY_CHARS, MAX_PLACEHOLDER_HEADERS,
-    MAX_REFRESH_SECS, Placeholder, StaticAnswer, StaticMode, WAITING_PAGE, failover_target,
-    parse_failover_url, prefers_html,
+    Audience, DEFAULT_BROWSER_REFRESH_SECS, FAILOVER_SUFFIX, Failover, MAX_PLACEHOLDER_BODY_CHARS,
+    MAX_PLACEHOLDER_HEADERS, MAX_REFRESH_SECS, Placeholder, StaticAnswer, StaticMode, WAITING_PAGE,
+    failover_target, parse_failover_url, prefers_html,
 };
 pub use table::{Conflict, Match, NoHeaders, RequestHeaders, RouteTable, normalize_path};
 

@@ -159,7 +159,9 @@ mod tests {
     #[test]
     fn a_waiting_page_for_browsers_answers_only_requests_that_prefer_html() {
         let mut l = limits(true, false);
-        l.placeholder = l.placeholder.map(|p| p.for_browsers(2).expect("refresh"));
+        l.placeholder = l
+            .placeholder
+            .map(|p| p.for_browsers(Some(2)).expect("refresh"));
         let browser = ColdView { html: true, ..COLD };
         let page = placeholder_for(&l, browser).expect("a browser gets the page");
         assert!(

@@ -7,7 +7,6 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 /// The helm binary, built once per process by the build script (a no-op when cached).
@@ -18,21 +17,8 @@ pub fn binary() -> anyhow::Result<&'static Path> {
         if let Some(path) = std::env::var_os("ROUSE_HELM") {
             return Ok(PathBuf::from(path));
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("build-helm.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!("{} failed ({})", script.display(), out.status));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let path = stdout
-            .lines()
-            .last()
-            .map(|l| PathBuf::from(l.trim()))
-            .ok_or_else(|| "build-helm.sh printed no path".to_string())?;
+        let path =
+            crate::run_build_script(&Path::new(env!("CARGO_MANIFEST_DIR")).join("build-helm.sh"))?;
         if path.is_file() {
             Ok(path)
         } else {

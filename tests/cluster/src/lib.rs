@@ -83,6 +83,26 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Runs one of our build scripts (`bash SCRIPT`, its progress on stderr; a no-op when what it
+/// builds is cached) and returns the path it printed on its last stdout line: how the control
+/// plane, helm and nats-server are found.
+pub(crate) fn run_build_script(script: &Path) -> Result<PathBuf, String> {
+    let out = Command::new("bash")
+        .arg(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} failed ({})", script.display(), out.status));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .last()
+        .map(|l| PathBuf::from(l.trim()))
+        .ok_or_else(|| format!("{} printed no path", script.display()))
+}
+
 /// The control-plane binaries, built once per process by the build script (a no-op when cached).
 pub fn binaries() -> anyhow::Result<&'static Path> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -90,21 +110,7 @@ pub fn binaries() -> anyhow::Result<&'static Path> {
         if let Ok(dir) = std::env::var("ROUSE_K8S_BIN") {
             return Ok(PathBuf::from(dir));
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("build-control-plane.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!("{} failed ({})", script.display(), out.status));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        stdout
-            .lines()
-            .last()
-            .map(|l| PathBuf::from(l.trim()))
-            .ok_or_else(|| "build script printed no bin directory".to_string())
+        run_build_script(&Path::new(env!("CARGO_MANIFEST_DIR")).join("build-control-plane.sh"))
     });
     r.as_deref().map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -177,6 +183,36 @@ where
 }
 
 impl TestCluster {
+    /// A kubeconfig for ServiceAccount `namespace/sa` (its token from the TokenRequest API, the
+    /// cluster CA), written to `dir/<sa>.kubeconfig`: a component run as that account gets
+    /// exactly its RBAC.
+    pub async fn kubeconfig_for(&self, namespace: &str, sa: &str, dir: &Path) -> PathBuf {
+        use k8s_openapi::api::authentication::v1::TokenRequest;
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client().await, namespace);
+        let tr: TokenRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600}
+        }))
+        .expect("token request");
+        let token = sas
+            .create_token_request(sa, &PostParams::default(), &tr)
+            .await
+            .unwrap_or_else(|e| panic!("token for {namespace}/{sa}: {e}"))
+            .status
+            .expect("token status")
+            .token;
+        let path = dir.join(format!("{sa}.kubeconfig"));
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
+             users:\n- name: {sa}\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: {sa}\n\
+             current-context: c\n",
+            self.server,
+            self.dir.join("ca.crt").display()
+        );
+        std::fs::write(&path, yaml).expect("write kubeconfig");
+        path
+    }
+
     /// The cluster shared by every test of this test binary, started on first use.
     ///
     /// A failed start is remembered: every test reports the same error at once instead of

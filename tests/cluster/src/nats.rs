@@ -15,14 +15,7 @@ pub fn binary() -> PathBuf {
     BIN.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../eventgrid-adapter/nats/build-nats-server.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run build-nats-server.sh");
-        assert!(out.status.success(), "build-nats-server.sh failed");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let path = PathBuf::from(stdout.lines().last().expect("binary path").trim());
+        let path = crate::run_build_script(&script).unwrap_or_else(|e| panic!("{e}"));
         assert!(path.is_file(), "{} missing", path.display());
         path
     })

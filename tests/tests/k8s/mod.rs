@@ -17,11 +17,10 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use rouse_core::crd::HTTPScaledObject;
 use rouse_e2e::{bin, free_addr};
@@ -171,29 +170,7 @@ pub async fn install(cluster: &TestCluster) {
 
 /// A kubeconfig for `rouse-system/<sa>`: its token from the TokenRequest API, the cluster CA.
 pub async fn kubeconfig_for(cluster: &TestCluster, sa: &str, dir: &std::path::Path) -> PathBuf {
-    let sas: Api<ServiceAccount> = Api::namespaced(cluster.client().await, "rouse-system");
-    let tr: TokenRequest = serde_json::from_value(json!({
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"expirationSeconds": 3600}
-    }))
-    .expect("token request");
-    let token = sas
-        .create_token_request(sa, &PostParams::default(), &tr)
-        .await
-        .unwrap_or_else(|e| panic!("token for {sa}: {e}"))
-        .status
-        .expect("token status")
-        .token;
-    let path = dir.join(format!("{sa}.kubeconfig"));
-    let yaml = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
-         users:\n- name: {sa}\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: {sa}\n\
-         current-context: c\n",
-        cluster.server,
-        cluster.dir.join("ca.crt").display()
-    );
-    std::fs::write(&path, yaml).expect("write kubeconfig");
-    path
+    cluster.kubeconfig_for("rouse-system", sa, dir).await
 }
 
 /// A child process whose output is kept (and echoed on failure by the test's panic message).
