@@ -40,6 +40,10 @@ fn batch(first: usize) -> String {
 }
 
 /// A gateway process, killed when dropped (a failing test leaves none behind).
+///
+/// Its stderr is a pipe copied into the test's output, never the test's own stderr: under CI
+/// that is a regular file already past [`FSIZE`], and `RLIMIT_FSIZE` applies to every file the
+/// process writes, so the first log line would be the write that hits the limit.
 struct Gateway(Child);
 
 impl Drop for Gateway {
@@ -75,10 +79,18 @@ fn gateway(data: &Path, listen: SocketAddr, target: SocketAddr, wrap: &[&str]) -
         .args(["--listen", &listen.to_string()])
         .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map(Gateway)
-        .expect("start rouse-eventgrid")
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start rouse-eventgrid");
+    if let Some(mut err) = child.stderr.take() {
+        // The thread inherits the test's output capture; it ends when the process does.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = err.read(&mut buf) {
+                eprint!("{}", String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    Gateway(child)
 }
 
 /// POSTs `body` to `/events` on a fresh connection; the status, or `None` when the connection
