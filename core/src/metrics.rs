@@ -33,6 +33,13 @@ pub fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGa
     register(r, name, g)
 }
 
+/// A counter without labels.
+pub fn counter(r: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
+    let c =
+        prometheus::IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(r, name, c)
+}
+
 /// A gauge without labels.
 pub fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));

@@ -62,6 +62,42 @@ impl Default for DrainConfig {
     }
 }
 
+/// Longest `connections.header_timeout_ms` (one hour).
+pub const MAX_HEADER_TIMEOUT_MS: u64 = 3_600_000;
+/// Longest `connections.keepalive_timeout_secs` and `connections.send_timeout_secs` (one hour).
+pub const MAX_CONNECTION_TIMEOUT_SECS: u64 = 3_600;
+
+/// `proxy.connections`: what one client connection may cost. Every one of these is a way a
+/// hostile or broken client pins resources otherwise (silent or trickling connections, idle
+/// keep-alives exhausting file descriptors, responses never read holding an endpoint slot).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionConfig {
+    /// Open connections on the plaintext listener; beyond it a new connection is answered
+    /// `503 connection_limit` and closed. Keep it under half the file-descriptor limit (each
+    /// forwarded request also opens one upstream). Default 10 000.
+    pub max: usize,
+    /// A request head must be complete this long after the connection opened (first request)
+    /// or after its first byte (later requests); else `408 header_timeout`. Default 10 000 ms.
+    pub header_timeout_ms: u64,
+    /// A keep-alive connection idle this long between requests is closed. Default 60 s.
+    pub keepalive_timeout_secs: u64,
+    /// A write to a client that does not read for this long ends its request (and frees its
+    /// endpoint slot). Default 60 s.
+    pub send_timeout_secs: u64,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            max: 10_000,
+            header_timeout_ms: 10_000,
+            keepalive_timeout_secs: 60,
+            send_timeout_secs: 60,
+        }
+    }
+}
+
 /// `proxy:`. Every field has a default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -78,6 +114,8 @@ pub struct ProxySettings {
     /// Held bytes (heads + declared bodies) at once, all routes together. Default 256 MiB.
     pub max_held_bytes: u64,
     pub drain: DrainConfig,
+    /// Limits on the plaintext listener's connections (the TLS listener keeps pingora's).
+    pub connections: ConnectionConfig,
 }
 
 impl ProxySettings {
@@ -112,6 +150,26 @@ impl ProxySettings {
                 "proxy.drain.readiness_delay_ms: must be at most {MAX_READINESS_DELAY_MS} (got {})",
                 self.drain.readiness_delay_ms
             ));
+        }
+        let c = &self.connections;
+        if c.max == 0 {
+            errors.push("proxy.connections.max: must be at least 1".to_string());
+        }
+        if !(1..=MAX_HEADER_TIMEOUT_MS).contains(&c.header_timeout_ms) {
+            errors.push(format!(
+                "proxy.connections.header_timeout_ms: must be 1..={MAX_HEADER_TIMEOUT_MS} (got {})",
+                c.header_timeout_ms
+            ));
+        }
+        for (field, v) in [
+            ("keepalive_timeout_secs", c.keepalive_timeout_secs),
+            ("send_timeout_secs", c.send_timeout_secs),
+        ] {
+            if !(1..=MAX_CONNECTION_TIMEOUT_SECS).contains(&v) {
+                errors.push(format!(
+                    "proxy.connections.{field}: must be 1..={MAX_CONNECTION_TIMEOUT_SECS} (got {v})"
+                ));
+            }
         }
         if let Some(tls) = &self.tls {
             if tls.listen == self.listen || tls.listen == self.admin_listen {
@@ -150,6 +208,7 @@ impl Default for ProxySettings {
             max_held_requests: 10_000,
             max_held_bytes: 256 * 1024 * 1024,
             drain: DrainConfig::default(),
+            connections: ConnectionConfig::default(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Rouse's data plane on pingora: routes each request, holds it while its target is cold or
 //! full, signals a wake, and forwards it the moment an endpoint is ready.
 //!
-//! Where things are: [`forward`] (the request lifecycle, pingora phases), [`hold`] (the hold
+//! Where things are: [`front`] (the listener: connection cap, head deadlines and checks),
+//! [`forward`] (the request lifecycle, pingora phases), [`hold`] (the hold
 //! queue and its caps), [`balance`] (endpoint choice), [`state`] (everything shared), [`admin`]
 //! (metrics and introspection), [`event_gateway`] (the webhook gateway the listener serves), [`tls`], [`drain`], [`config`] and [`server`] (assembly); [`kubernetes`] feeds
 //! routes, endpoints and event subscriptions from the API server and [`demand`] streams demand to the controller.
@@ -14,6 +15,7 @@ pub mod demand;
 pub mod drain;
 pub mod event_gateway;
 pub mod forward;
+pub mod front;
 pub mod hold;
 pub mod kubernetes;
 pub mod reason;

@@ -70,6 +70,18 @@ struct KubernetesArgs {
     /// Readiness fails this long before listeners close, so Services stop sending.
     #[arg(long, env = "ROUSE_READINESS_DELAY_MS", default_value_t = 0)]
     readiness_delay_ms: u64,
+    /// Open connections on the public listener; beyond it, 503 `connection_limit` and close.
+    #[arg(long, env = "ROUSE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Milliseconds a request head gets to arrive whole; else 408 `header_timeout`.
+    #[arg(long, env = "ROUSE_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Seconds a keep-alive connection may stay idle between requests.
+    #[arg(long, env = "ROUSE_KEEPALIVE_TIMEOUT_SECS", default_value_t = 60)]
+    keepalive_timeout_secs: u64,
+    /// Seconds a write to a client that does not read may block before its request ends.
+    #[arg(long, env = "ROUSE_SEND_TIMEOUT_SECS", default_value_t = 60)]
+    send_timeout_secs: u64,
     /// NATS server(s) of the event queue (`nats://host:port`, comma-separated seeds, `tls://`
     /// for TLS). Without it, EventSubscriptions are not served (and reported so).
     #[arg(long, env = "ROUSE_NATS_URL")]
@@ -131,7 +143,7 @@ fn main() -> ExitCode {
 
 fn run_kubernetes(args: &KubernetesArgs) -> ExitCode {
     use rouse_eventgrid::config::JetstreamConfig;
-    use rouse_proxy::config::{DrainConfig, ProxySettings};
+    use rouse_proxy::config::{ConnectionConfig, DrainConfig, ProxySettings};
     let settings = ProxySettings {
         listen: args.listen,
         admin_listen: args.admin_listen,
@@ -143,11 +155,24 @@ fn run_kubernetes(args: &KubernetesArgs) -> ExitCode {
             grace_secs: args.drain_grace_secs,
             readiness_delay_ms: args.readiness_delay_ms,
         },
+        connections: ConnectionConfig {
+            max: args.max_connections,
+            header_timeout_ms: args.header_timeout_ms,
+            keepalive_timeout_secs: args.keepalive_timeout_secs,
+            send_timeout_secs: args.send_timeout_secs,
+        },
     };
     let errors = settings.validate();
     if !errors.is_empty() {
         // The same checks as the local file's `proxy:` section, named by flag here.
-        const FLAGS: [(&str, &str); 5] = [
+        const FLAGS: [(&str, &str); 9] = [
+            ("proxy.connections.max", "--max-connections"),
+            ("proxy.connections.header_timeout_ms", "--header-timeout-ms"),
+            (
+                "proxy.connections.keepalive_timeout_secs",
+                "--keepalive-timeout-secs",
+            ),
+            ("proxy.connections.send_timeout_secs", "--send-timeout-secs"),
             ("proxy.threads", "--threads"),
             ("proxy.max_held_requests", "--max-held-requests"),
             ("proxy.drain.grace_secs", "--drain-grace-secs"),

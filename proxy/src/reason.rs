@@ -31,6 +31,14 @@ pub enum Reason {
     TargetUnavailable,
     /// The path receives the event gateway's deliveries only ([`crate::delivery_guard`]).
     DeliveryPathReserved,
+    /// The request head did not arrive within `proxy.connections.header_timeout_ms`.
+    HeadTimeout,
+    /// The request line is longer than the front allows ([`crate::front::head`]).
+    UriTooLong,
+    /// The request head is larger, or has more fields, than the front allows.
+    HeadTooLarge,
+    /// The listener holds `proxy.connections.max` connections already.
+    ConnectionLimit,
 }
 
 impl Reason {
@@ -49,6 +57,10 @@ impl Reason {
             Reason::ClientClosed => "client_closed",
             Reason::TargetUnavailable => "target_unavailable",
             Reason::DeliveryPathReserved => "delivery_path_reserved",
+            Reason::HeadTimeout => "header_timeout",
+            Reason::UriTooLong => "uri_too_long",
+            Reason::HeadTooLarge => "header_too_large",
+            Reason::ConnectionLimit => "connection_limit",
         }
     }
 
@@ -65,6 +77,10 @@ impl Reason {
             Reason::BadRequest => 400,
             Reason::ClientClosed => 499,
             Reason::DeliveryPathReserved => 403,
+            Reason::HeadTimeout => 408,
+            Reason::UriTooLong => 414,
+            Reason::HeadTooLarge => 431,
+            Reason::ConnectionLimit => 503,
         }
     }
 
@@ -94,6 +110,14 @@ impl Reason {
             Reason::TargetUnavailable => "the target cannot get endpoints; see detail",
             Reason::DeliveryPathReserved => {
                 "this path receives the event gateway's deliveries only; send events to its webhook"
+            }
+            Reason::HeadTimeout => "the request head did not arrive in time",
+            Reason::UriTooLong => "the request line is longer than 16 KiB",
+            Reason::HeadTooLarge => {
+                "the request head is larger than 64 KiB or has more than 100 fields"
+            }
+            Reason::ConnectionLimit => {
+                "the proxy holds as many connections as it allows; retry shortly"
             }
         }
     }

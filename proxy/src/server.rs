@@ -8,7 +8,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{BackgroundService, background_service};
@@ -21,6 +20,7 @@ use crate::demand::DemandFeed;
 use crate::drain::{DrainSignal, wait_drained};
 use crate::event_gateway::{EventGateway, GatewaySlot, start_delivery};
 use crate::forward::Forwarder;
+use crate::front::{Front, Limits};
 use crate::hold::Caps;
 use crate::kubernetes::Scope;
 use crate::state::ProxyState;
@@ -282,11 +282,8 @@ fn serve(
 ) -> anyhow::Result<()> {
     let admin = std::net::TcpListener::bind(p.admin_listen)
         .map_err(|e| anyhow::anyhow!("admin listener {}: {e}", p.admin_listen))?;
-    // Fail early and clearly if the public port is taken (pingora would panic later).
-    drop(
-        std::net::TcpListener::bind(p.listen)
-            .map_err(|e| anyhow::anyhow!("listener {}: {e}", p.listen))?,
-    );
+    let public = std::net::TcpListener::bind(p.listen)
+        .map_err(|e| anyhow::anyhow!("listener {}: {e}", p.listen))?;
 
     let threads = p
         .threads
@@ -314,39 +311,49 @@ fn serve(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Forwarder {
-            state: state.clone(),
-            events: events.clone(),
-        },
-        "rouse-proxy",
-    );
-    if let Some(app) = proxy.app_logic_mut() {
+    let forwarder = || Forwarder {
+        state: state.clone(),
+        events: events.clone(),
+        send_timeout: Duration::from_secs(p.connections.send_timeout_secs),
+    };
+    let options = || {
         let mut opts = HttpServerOptions::default();
         opts.h2c = true;
-        app.server_options = Some(opts);
-    }
-    // No L4 read buffer on the plaintext listener: pingora reads the request head into its own
-    // buffer anyway, and its default 64 KiB per-connection read buffer is zero-filled on
-    // allocation, i.e. resident for every idle or held connection (104 → 39 KiB per held
-    // request, same throughput; loadtests `held`/`warm`). TLS keeps the default: rustls reads
-    // in 16 KiB records and benefits from it.
-    proxy.add_listener(
-        ListenerConfig::tcp(p.listen.to_string()).l4_buffer(L4BufferSettings::default().read(0)),
-    );
+        opts
+    };
+    // The plaintext listener is Rouse's own front (connection cap, head deadlines and checks),
+    // handing each request to the engine; pingora's listener serves TLS only.
+    let mut engine = pingora_proxy::http_proxy(&server.configuration, forwarder());
+    engine.server_options = Some(options());
+    server.add_service(background_service(
+        "rouse-front",
+        Front {
+            engine: Arc::new(engine),
+            state: state.clone(),
+            limits: Limits::from(&p.connections),
+            listener: std::sync::Mutex::new(Some(public)),
+        },
+    ));
     let certs = match &p.tls {
         Some(tls) => {
+            let mut proxy = pingora_proxy::http_proxy_service_with_name(
+                &server.configuration,
+                forwarder(),
+                "rouse-proxy-tls",
+            );
+            if let Some(app) = proxy.app_logic_mut() {
+                app.server_options = Some(options());
+            }
             let store = CertStore::load(tls.certificates.clone())?;
             let mut settings = TlsSettings::intermediate("", "")?;
             settings.set_cert_resolver(Arc::new(Resolver(store.clone())));
             settings.enable_h2();
             proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+            server.add_service(proxy);
             Some(store)
         }
         None => None,
     };
-    server.add_service(proxy);
     server.add_service(background_service(
         "control-plane",
         ControlPlane {

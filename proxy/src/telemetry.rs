@@ -3,8 +3,8 @@
 //! Labels are bounded: `route` comes from configuration, `code` from the status, `reason` from
 //! [`crate::reason::Reason`]. Hosts, paths and client data never become labels.
 
-use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
-use rouse_core::metrics::{counter_vec, gauge, gauge_vec, histogram_vec};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use rouse_core::metrics::{counter, counter_vec, gauge, gauge_vec, histogram_vec};
 
 /// Latency buckets in seconds, from 100 µs (warm forward) to 60 s (slow cold start).
 const BUCKETS: &[f64] = &[
@@ -28,6 +28,8 @@ pub struct Metrics {
     pub ready_to_forward: HistogramVec,
     pub rejections: IntCounterVec,
     pub draining: IntGauge,
+    pub connections: IntGauge,
+    pub connections_refused: IntCounter,
 }
 
 impl Metrics {
@@ -111,6 +113,16 @@ impl Metrics {
                 &["route", "reason"],
             ),
             draining,
+            connections: gauge(
+                r,
+                "rouse_proxy_connections",
+                "Open connections on the public plaintext listener.",
+            ),
+            connections_refused: counter(
+                r,
+                "rouse_proxy_connections_refused_total",
+                "Connections answered 503 and closed at the connection limit.",
+            ),
             registry,
         }
     }

@@ -25,7 +25,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         .with("cold_start: {max_held_requests: 20000, hold_timeout_ms: 60000}");
     let rouse = Rouse::launch(Launch {
         apps: std::slice::from_ref(&app),
-        proxy_extra: "  max_held_requests: 20000\n",
+        proxy_extra: "  max_held_requests: 20000\n  connections: {max: 30000}\n",
         log: "info",
         ..Launch::default()
     })

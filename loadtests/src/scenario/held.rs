@@ -60,7 +60,8 @@ async fn start(gate: &std::path::Path) -> Rouse {
         .with("cold_start: {max_held_requests: 60000, max_held_bytes: 1073741824, hold_timeout_ms: 600000}");
     Rouse::launch(Launch {
         apps: std::slice::from_ref(&app),
-        proxy_extra: "  max_held_requests: 60000\n  max_held_bytes: 1073741824\n",
+        proxy_extra:
+            "  max_held_requests: 60000\n  max_held_bytes: 1073741824\n  connections: {max: 70000}\n",
         log: "info",
         ..Launch::default()
     })

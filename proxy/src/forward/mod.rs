@@ -61,6 +61,9 @@ pub struct Forwarder {
     /// Event Grid / CloudEvents webhooks on this listener and the guard of their delivery
     /// paths, if configured (replaced whole on Kubernetes when EventSubscriptions change).
     pub events: Arc<GatewaySlot>,
+    /// A write to the client blocked this long ends the request, so a client that never reads
+    /// cannot keep its endpoint slot (`proxy.connections.send_timeout_secs`).
+    pub send_timeout: Duration,
 }
 
 /// Per-request state carried across pingora's phases.
@@ -232,6 +235,17 @@ impl ProxyHttp for Forwarder {
             req.uri.path(),
             request_host(req).as_deref().unwrap_or("-")
         )
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        session
+            .downstream_session
+            .set_write_timeout(Some(self.send_timeout));
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
