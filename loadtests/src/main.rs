@@ -26,10 +26,11 @@ enum Scenario {
     Routes,
     Soak,
     Events,
+    Slowloris,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::Warm,
         Scenario::Wake,
         Scenario::Burst,
@@ -37,6 +38,7 @@ impl Scenario {
         Scenario::Routes,
         Scenario::Soak,
         Scenario::Events,
+        Scenario::Slowloris,
     ];
 }
 
@@ -152,6 +154,7 @@ fn main() -> ExitCode {
                     Scenario::Routes => scenario::routes::run(&ctx).await,
                     Scenario::Soak => scenario::soak::run(&ctx).await,
                     Scenario::Events => scenario::events::run(&ctx).await,
+                    Scenario::Slowloris => scenario::slowloris::run(&ctx).await,
                 }
             })
         }))

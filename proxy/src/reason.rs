@@ -33,7 +33,7 @@ pub enum Reason {
     DeliveryPathReserved,
     /// The request head did not arrive within `proxy.connections.header_timeout_ms`.
     HeadTimeout,
-    /// The request line is longer than the front allows ([`crate::front::head`]).
+    /// The request line is longer than the front allows ([`rouse_core::http1`]).
     UriTooLong,
     /// The request head is larger, or has more fields, than the front allows.
     HeadTooLarge,

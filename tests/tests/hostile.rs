@@ -55,6 +55,16 @@ fn status_and_json(raw: &[u8]) -> (u16, serde_json::Value) {
     (status, json)
 }
 
+/// An h2c (prior knowledge) client connection, ready to send, and its PING sender.
+async fn h2c(addr: SocketAddr) -> (h2::client::SendRequest<bytes::Bytes>, h2::PingPong) {
+    let (client, mut conn) = h2::client::handshake(connect(addr).await)
+        .await
+        .expect("h2c handshake");
+    let ping = conn.ping_pong().expect("ping_pong");
+    tokio::spawn(conn);
+    (client.ready().await.expect("ready"), ping)
+}
+
 async fn connect(addr: SocketAddr) -> TcpStream {
     TcpStream::connect(addr).await.expect("connect")
 }
@@ -383,4 +393,66 @@ async fn heads_rfc_9112_forbids_are_refused_with_json_and_never_forwarded() {
     rouse.settle().await;
     let app_lines = rouse.count_output("request GET /a") + rouse.count_output("request POST /echo");
     assert_eq!(app_lines, 1, "only the valid request reached the app");
+}
+
+/// The deterministic form of an h2 "rapid reset": streams held while their app is at zero (so
+/// Rouse has surely accepted them) are reset by the client; once the app is up they are dropped,
+/// not forwarded. (Streams reset before Rouse accepts them never surface at all: h2 drops them,
+/// and answers a connection with more than 20 of those with GOAWAY.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_the_client_resets_are_never_forwarded_to_the_app() {
+    let gate = std::env::temp_dir().join(format!("rouse-rr-gate-{}", std::process::id()));
+    let _ = std::fs::remove_file(&gate);
+    let app = App::hello("rr")
+        .with("replicas: {min: 0, max: 1}")
+        .env("START_GATE_FILE", &gate.display().to_string());
+    let rouse = Rouse::start(&app).await;
+    let (mut client, mut ping) = h2c(rouse.proxy).await;
+    const RESETS: usize = 10;
+    let mut streams = Vec::new();
+    for i in 0..RESETS {
+        let req = http::Request::get(format!("http://rr.localhost/headers?rr={i}"))
+            .body(())
+            .expect("request");
+        // Without END_STREAM: a request whose body is still open, which the hold cannot watch.
+        let (response, stream) = client.send_request(req, false).expect("send");
+        streams.push((response, stream));
+        client = client.ready().await.expect("ready");
+    }
+    rouse
+        .wait_for("every stream held", Duration::from_secs(10), || async {
+            rouse
+                .metric("rouse_proxy_held_requests{route=\"rr\"}")
+                .await
+                == Some(RESETS as f64)
+        })
+        .await;
+    for (_, stream) in &mut streams {
+        stream.send_reset(h2::Reason::CANCEL);
+    }
+    // The server handles a connection's frames in order: its PONG means it has the resets.
+    ping.ping(h2::Ping::opaque()).await.expect("pong");
+    std::fs::write(&gate, b"").expect("open the gate");
+    // A positive control: a request that is not reset reaches the app.
+    let r = rouse.get("rr.localhost", "/headers?rr=control").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    rouse
+        .wait_for(
+            "every reset stream dropped",
+            Duration::from_secs(10),
+            || async {
+                rouse
+                    .metric("rouse_proxy_rejections_total{reason=\"client_closed\",route=\"rr\"}")
+                    .await
+                    == Some(RESETS as f64)
+            },
+        )
+        .await;
+    rouse.settle().await;
+    let _ = std::fs::remove_file(&gate);
+    assert_eq!(
+        rouse.count_output("request GET /headers?rr="),
+        1,
+        "only the control request reached the app"
+    );
 }

@@ -4,6 +4,7 @@ pub mod burst;
 pub mod events;
 pub mod held;
 pub mod routes;
+pub mod slowloris;
 pub mod soak;
 pub mod wake;
 pub mod warm;

@@ -145,6 +145,31 @@ fn committed_bytes(req: &RequestHeader) -> u64 {
     (head as u64).saturating_add(body)
 }
 
+/// Whether the client already reset this h2 stream (HEADERS then RST_STREAM: "rapid reset").
+/// Checked without waiting before a request is sent to the app, so a stream the client gave up
+/// on never costs the app anything. HTTP/1 has no such signal short of a close, which the hold
+/// watches for.
+fn reset_by_client(session: &mut Session) -> bool {
+    use futures::FutureExt;
+    session.downstream_session.is_http2()
+        && matches!(
+            session
+                .downstream_session
+                .read_body_or_idle(true)
+                .now_or_never(),
+            Some(Err(_))
+        )
+}
+
+/// Ends a request whose client is gone: nothing is written, `client_closed` is counted.
+fn client_closed(ctx: &mut RequestCtx) -> Box<Error> {
+    ctx.reason = Some(Reason::ClientClosed);
+    Error::explain(
+        ErrorType::HTTPStatus(Reason::ClientClosed.status()),
+        Reason::ClientClosed.as_str(),
+    )
+}
+
 impl Forwarder {
     /// A slot on one of the route's failover endpoints for a request whose hold ended with
     /// `reason`, or that answer (504 or 503) with a detail naming why the failover could not
@@ -375,6 +400,9 @@ impl ProxyHttp for Forwarder {
         let route = ctx.route.clone().ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "upstream_peer without a route")
         })?;
+        if reset_by_client(session) {
+            return Err(client_closed(ctx));
+        }
         // A retry gives back the slot of the endpoint that refused before taking another.
         ctx.slot = None;
         if let Some(reason) = ctx.failover {
@@ -433,6 +461,10 @@ impl ProxyHttp for Forwarder {
                 }
             },
         };
+        if acquired.waited.is_some() && reset_by_client(session) {
+            // Reset while held (its body was not watched): the slot goes back with `acquired`.
+            return Err(client_closed(ctx));
+        }
         if let Some(waited) = acquired.waited {
             route.metrics.cold_starts.inc();
             self.state

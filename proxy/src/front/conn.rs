@@ -18,11 +18,12 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::head::{self, Body, Head, Parsed, Refusal};
+use super::stream::FrontStream;
 use super::{Engine, Limits};
 use crate::forward::respond::error_body;
 use crate::reason::Reason;
 use crate::state::ProxyState;
+use rouse_core::http1::{self as head, Body, Head, Parsed, Refusal};
 
 /// Read size while waiting for a head: most heads fit, and an idle connection keeps no more.
 const READ_CHUNK: usize = 1024;
@@ -65,7 +66,7 @@ impl Conn {
         // listener does, so the engine finds it where it looks.
         let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
         let _ = digest.peer_addr.set(Some(peer.into()));
-        let mut stream = Box::new(L4Stream::from(tcp));
+        let mut stream = Box::new(FrontStream::new(L4Stream::from(tcp)));
         stream.set_socket_digest(digest);
         // Bytes read and not yet handed to the engine.
         let mut pending = BytesMut::new();
@@ -130,7 +131,7 @@ impl Conn {
                         break;
                     };
                     let (s, settings) = reused.consume();
-                    stream = match s.into_any().downcast::<L4Stream>() {
+                    stream = match s.into_any().downcast::<FrontStream>() {
                         Ok(s) => s,
                         Err(_) => break,
                     };
@@ -148,7 +149,7 @@ impl Conn {
     /// then be complete within the header timeout of that byte.
     async fn next_head(
         &mut self,
-        stream: &mut L4Stream,
+        stream: &mut FrontStream,
         pending: &mut BytesMut,
         first: bool,
     ) -> Next {
@@ -200,7 +201,7 @@ impl Conn {
     }
 
     /// Writes the proxy's own JSON answer for a head it refused, then closes gracefully.
-    async fn answer(&self, stream: &mut L4Stream, reason: Reason, detail: Option<&str>) {
+    async fn answer(&self, stream: &mut FrontStream, reason: Reason, detail: Option<&str>) {
         let m = &self.state.metrics;
         m.requests
             .with_label_values(&["-", reason_code(reason)])
@@ -245,7 +246,7 @@ fn response(reason: Reason, detail: Option<&str>) -> Vec<u8> {
     out
 }
 
-async fn write_and_close(stream: &mut L4Stream, bytes: &[u8]) -> std::io::Result<()> {
+async fn write_and_close(stream: &mut FrontStream, bytes: &[u8]) -> std::io::Result<()> {
     tokio::time::timeout(LINGER, async {
         stream.write_all(bytes).await?;
         stream.flush().await?;

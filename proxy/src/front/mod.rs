@@ -1,14 +1,15 @@
 //! The public plaintext listener, before pingora's HTTP engine: accepts connections up to a cap,
 //! reads each HTTP/1 request head itself under deadlines, refuses what RFC 9112 forbids, and only
-//! then hands the connection to the engine with the head replayed ([`conn`]). h2c connections
-//! are recognised by their preface and handed over whole.
+//! then hands the connection to the engine with the head replayed ([`conn`]; the checks
+//! themselves are pure, in [`rouse_core::http1`]). h2c connections are recognised by their
+//! preface and handed over whole.
 //!
 //! Why here and not in the engine: an engine session is tens of KiB and lives as long as the
 //! connection, so a client that sends nothing, or one header byte a second, must be turned away
 //! before one exists; and the head is where framing ambiguities (request smuggling) are decided.
 
 pub mod conn;
-pub mod head;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

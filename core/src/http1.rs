@@ -1,6 +1,7 @@
-//! The HTTP/1 request head as the front reads it: where it ends, how its body is framed, and
-//! every RFC 9112 rule that a proxy must enforce *before* a request is routed or forwarded
-//! (framing ambiguities are how requests get smuggled past a proxy). Pure: bytes in, verdict out.
+//! The HTTP/1 request head as the proxy's front reads it: where it ends, how its body is framed,
+//! and every RFC 9112 rule that a proxy must enforce *before* a request is routed or forwarded
+//! (framing ambiguities are how requests get smuggled past a proxy). Pure: bytes in, verdict
+//! out; fuzzed by `fuzz/fuzz_targets/http1_head.rs`.
 
 /// Longest request head (request line and fields): 431 above it.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;

@@ -2,7 +2,7 @@
 # Runs each fuzz target for $1 seconds (default 20). Uses the nightly toolchain if installed,
 # otherwise stable with RUSTC_BOOTSTRAP=1 (libFuzzer's instrumentation flags are nightly-only).
 # (ROUSE_FUZZ_TOOLCHAIN=stable forces the latter.)
-# `--sanitizer none`: the gateway has no unsafe code; the targets look for panics and broken
+# `--sanitizer none`: neither the gateway nor the head parser has unsafe code; the targets look for panics and broken
 # invariants, and run ~5x faster without ASan.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -23,7 +23,7 @@ else
   fuzz=(cargo fuzz)
 fi
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target}"
-for t in eventgrid cloudevents; do
+for t in eventgrid cloudevents http1_head; do
   mkdir -p "corpus/$t"
   echo "== fuzz $t for ${secs}s"
   "${fuzz[@]}" run --sanitizer none "$t" "corpus/$t" "seeds/$t" -- \
