@@ -274,6 +274,10 @@ proxy:
   threads: 3
   maxHeldRequests: 1234
   maxHeldBytes: 268435456
+  maxConnections: 20000
+  headerTimeoutMs: 5000
+  keepaliveTimeoutSecs: 75
+  sendTimeoutSecs: 30
   drainGraceSecs: 12
   readinessDelayMs: 2500
   extraArgs: [--future-flag=1]
@@ -709,6 +713,10 @@ fn every_flag_of_both_binaries_is_a_value() {
         ("ROUSE_MAX_HELD_REQUESTS", "1234"),
         // Not 2.68435456e+08 (Helm reads numbers as floats).
         ("ROUSE_MAX_HELD_BYTES", "268435456"),
+        ("ROUSE_MAX_CONNECTIONS", "20000"),
+        ("ROUSE_HEADER_TIMEOUT_MS", "5000"),
+        ("ROUSE_KEEPALIVE_TIMEOUT_SECS", "75"),
+        ("ROUSE_SEND_TIMEOUT_SECS", "30"),
         ("ROUSE_DRAIN_GRACE_SECS", "12"),
         ("ROUSE_READINESS_DELAY_MS", "2500"),
         ("ROUSE_NATS_STREAM", "EVENTS_T"),
