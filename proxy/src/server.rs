@@ -282,8 +282,8 @@ fn serve(
 ) -> anyhow::Result<()> {
     let admin = std::net::TcpListener::bind(p.admin_listen)
         .map_err(|e| anyhow::anyhow!("admin listener {}: {e}", p.admin_listen))?;
-    let public = std::net::TcpListener::bind(p.listen)
-        .map_err(|e| anyhow::anyhow!("listener {}: {e}", p.listen))?;
+    let public =
+        crate::front::bind(p.listen).map_err(|e| anyhow::anyhow!("listener {}: {e}", p.listen))?;
 
     let threads = p
         .threads

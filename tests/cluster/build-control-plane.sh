@@ -131,10 +131,63 @@ GO
 fi
 
 # --- kwok ---------------------------------------------------------------------------------------
-if [[ ! -x "$BIN/kwok" ]]; then
-  mkdir -p "$WORK/kwok-bin"
-  timed kwok env GOBIN="$WORK/kwok-bin" go install -trimpath -ldflags='-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-  mv "$WORK/kwok-bin/kwok" "$BIN/kwok"
+# Built in a wrapper module so one dependency can be patched: easycel v0.6.0 (kwok's CEL helper)
+# fills two package-level caches without a lock, and kwok's node and pod controllers initialise
+# their stages concurrently, so kwok sometimes died at start-up with "fatal error: concurrent map
+# writes" (seen in CI). The copy adds one mutex around each cache; nothing else changes.
+KWOK_PATCH_ID=easycel-cache-lock-1
+if [[ ! -x "$BIN/kwok" || ! -f "$BIN/.kwok-$KWOK_PATCH_ID" ]]; then
+  mod="$WORK/kwok"
+  mkdir -p "$mod"
+  cd "$mod"
+  [[ -f go.mod ]] || go mod init rouse.invalid/kwokbin >/dev/null 2>&1
+  go get "sigs.k8s.io/kwok@$KWOK_VERSION" >/dev/null 2>&1 || go get "sigs.k8s.io/kwok@$KWOK_VERSION"
+  easycel_version=$(go list -m -f '{{.Version}}' github.com/wzshiming/easycel)
+  patched="$WORK/easycel-$easycel_version-$KWOK_PATCH_ID"
+  if [[ ! -f "$patched/.patched" ]]; then
+    src=$(module_field "github.com/wzshiming/easycel@$easycel_version" Dir)
+    chmod -R u+w "$patched" 2>/dev/null || true
+    rm -rf "$patched"
+    cp -r "$src" "$patched"
+    chmod -R u+w "$patched"
+    cat > "$patched/rouse_cache_lock.go" <<'GO'
+package easycel
+
+import "sync"
+
+// rouse test cluster: guards typeTraitMap and structFieldMap, which upstream fills unlocked.
+var (
+	typeTraitMu   sync.Mutex
+	structFieldMu sync.Mutex
+)
+GO
+    patch_fn() { # file, function signature line, mutex
+      local n
+      n=$(grep -cxF "$2" "$patched/$1" || true)
+      [[ "$n" == 1 ]] || { log "patch anchor '$2' not found exactly once in $1 ($n)"; exit 1; }
+      python3 - "$patched/$1" "$2" "$3" <<'PY'
+import sys
+path, sig, mu = sys.argv[1:]
+text = open(path).read()
+text = text.replace(sig + "\n", sig + "\n\t" + mu + ".Lock()\n\tdefer " + mu + ".Unlock()\n", 1)
+open(path, "w").write(text)
+PY
+    }
+    patch_fn types.go 'func getTrait(typ reflect.Type) int {' typeTraitMu
+    patch_fn native_struct.go 'func getStructFieldMap(typ reflect.Type, tagName string) map[string]int {' structFieldMu
+    touch "$patched/.patched"
+  fi
+  go mod edit "-replace=github.com/wzshiming/easycel=$patched"
+  cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "sigs.k8s.io/kwok/cmd/kwok"
+GO
+  go mod tidy >/dev/null 2>&1 || go mod tidy
+  build_to "$BIN/kwok" sigs.k8s.io/kwok/cmd/kwok
+  touch "$BIN/.kwok-$KWOK_PATCH_ID"
 fi
 
 # kwok's own "fast" stages (node ready, pod ready, pod delete) from the module just built; the

@@ -25,6 +25,21 @@ use crate::forward::Forwarder;
 use crate::reason::Reason;
 use crate::state::ProxyState;
 
+/// Connections the kernel may queue before the accept loop takes them (capped by
+/// `net.core.somaxconn`). std's `bind` queues 128, and a burst of new connections beyond that
+/// waits for SYN retransmits (1 s, then 3 s …); pingora's own listener uses the same 65 535.
+const BACKLOG: i32 = 65_535;
+
+/// Binds the public listener, bound before the runtimes start so a taken port fails at once.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// The engine a connection is handed to.
 pub type Engine = HttpProxy<Forwarder>;
 
