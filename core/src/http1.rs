@@ -111,6 +111,41 @@ pub fn parse(buf: &[u8]) -> Parsed {
     }
 }
 
+/// The header fields of a head, as routing reads them (names compare case-insensitively;
+/// values that are not UTF-8 cannot equal a configured string and are skipped).
+pub struct Fields<'h, 'b>(&'h [httparse::Header<'b>]);
+
+impl<'b> Fields<'_, 'b> {
+    /// The first value of field `name`.
+    pub fn get(&self, name: &str) -> Option<&'b [u8]> {
+        self.0
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
+impl crate::RequestHeaders for Fields<'_, '_> {
+    fn values(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+    }
+}
+
+/// Calls `f` with the method, the request target and the fields of the complete head at the
+/// start of `buf` (one that [`parse`] accepted); `None` when there is none. The fields borrow `buf`, so
+/// nothing is copied: this is how the front routes a request before any engine sees it.
+pub fn with_fields<R>(buf: &[u8], f: impl FnOnce(&str, &str, &Fields<'_, '_>) -> R) -> Option<R> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => Some(f(req.method?, req.path?, &Fields(req.headers))),
+        _ => None,
+    }
+}
+
 /// `GET /\r\n`: a request line without a version.
 fn request_line_is_09(buf: &[u8]) -> bool {
     let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
@@ -316,6 +351,36 @@ mod tests {
         // Absolute form names its authority; HTTP/1.0 may omit Host.
         assert_eq!(head("GET http://x/ HTTP/1.1\r\n\r\n").body, Body::None);
         assert_eq!(head("GET / HTTP/1.0\r\n\r\n").body, Body::None);
+    }
+
+    #[test]
+    fn fields_give_routing_its_target_host_and_headers() {
+        use crate::RequestHeaders;
+        let buf = b"GET /a?b HTTP/1.1\r\nHOST: x.test\r\nX-Tenant: one\r\nx-tenant: two\r\nX-Bin: \xff\r\n\r\nbody";
+        let got = with_fields(buf, |method, target, fields| {
+            let tenants: Vec<String> = fields.values("x-tenant").map(str::to_string).collect();
+            (
+                format!("{method} {target}"),
+                fields.get("host").map(<[u8]>::to_vec),
+                tenants,
+                fields.values("x-bin").count(),
+                fields.get("x-absent").is_none(),
+            )
+        });
+        assert_eq!(
+            got,
+            Some((
+                "GET /a?b".to_string(),
+                Some(b"x.test".to_vec()),
+                vec!["one".to_string(), "two".to_string()],
+                0,
+                true
+            ))
+        );
+        assert_eq!(
+            with_fields(b"GET / HTTP/1.1\r\nHost: x\r\n", |_, _, _| ()),
+            None
+        );
     }
 
     #[test]

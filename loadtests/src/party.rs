@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use rouse_testcluster::TestCluster;
 use serde_json::json;
 
@@ -275,7 +275,77 @@ pub async fn wait_accepting(addr: SocketAddr, timeout: Duration) -> anyhow::Resu
 /// name to the backend's loopback address. The network namespace is the host's.
 pub struct Keda {
     pub party: Party,
+    client: kube::Client,
+    ns: String,
+    backend: SocketAddr,
+    /// The interceptor's admin listener (`/queue`: its pending-request counts).
+    admin: SocketAddr,
+    host: String,
     _cluster: TestCluster,
+}
+
+impl Keda {
+    /// Marks the backend's endpoint ready or not in its Service's EndpointSlice: with none
+    /// ready, the interceptor holds requests (its readiness wait is unbounded by default).
+    pub async fn set_ready(&self, ready: bool) -> anyhow::Result<()> {
+        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.ns);
+        slices
+            .patch(
+                "bench-1",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"endpoints": [{
+                    "addresses": [self.backend.ip().to_string()],
+                    "conditions": {"ready": ready}
+                }]})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until the interceptor holds requests (it has seen the endpoint go unready): a
+    /// probe request is not answered within 500 ms.
+    pub async fn until_holding(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout(
+                Duration::from_millis(500),
+                get_status(self.party.addr, &self.host),
+            )
+            .await
+            {
+                Err(_) => return Ok(()),
+                Ok(answer) => {
+                    if tokio::time::Instant::now() > deadline {
+                        bail!(
+                            "the interceptor still answers ({answer:?}) {timeout:?} after the endpoint went unready"
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Requests the interceptor counts as pending (held or in flight), summed over its routes,
+    /// from its admin API's `/queue` (what KEDA's scaler reads).
+    pub async fn pending(&self) -> anyhow::Result<u64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.admin).await?;
+        s.write_all(b"GET /queue HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        let text = String::from_utf8_lossy(&buf);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let counts: serde_json::Value =
+            serde_json::from_str(body.trim()).with_context(|| format!("/queue said {body:?}"))?;
+        Ok(counts
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, c)| c["Concurrency"].as_u64())
+            .sum())
+    }
 }
 
 pub async fn keda(
@@ -430,6 +500,11 @@ pub async fn keda(
             pids: vec![pid],
             _dir: Some(dir),
         },
+        client,
+        ns,
+        backend,
+        admin: ([127, 0, 0, 1], admin.port()).into(),
+        host: host.to_string(),
         _cluster: cluster,
     })
 }

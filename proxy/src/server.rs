@@ -330,6 +330,7 @@ fn serve(
         Front {
             engine: Arc::new(engine),
             state: state.clone(),
+            events: events.clone(),
             limits: Limits::from(&p.connections),
             listener: std::sync::Mutex::new(Some(public)),
         },

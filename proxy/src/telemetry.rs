@@ -30,6 +30,7 @@ pub struct Metrics {
     pub draining: IntGauge,
     pub connections: IntGauge,
     pub connections_refused: IntCounter,
+    pub parked: IntGauge,
 }
 
 impl Metrics {
@@ -122,6 +123,11 @@ impl Metrics {
                 r,
                 "rouse_proxy_connections_refused_total",
                 "Connections answered 503 and closed at the connection limit.",
+            ),
+            parked: gauge(
+                r,
+                "rouse_proxy_parked_requests",
+                "Held HTTP/1 requests waiting before the engine, as their socket and head (the cheap way to hold); also counted in rouse_proxy_held_requests.",
             ),
             registry,
         }

@@ -378,3 +378,86 @@ async fn the_waiting_page_is_for_browsers_while_api_clients_are_held() {
     assert_eq!(warm.status, 200);
     assert_eq!(rouse.count_output("hello-fn started"), 1);
 }
+
+/// A cold HTTP/1.1 request waits parked before the forwarding engine (socket and head only);
+/// an h2c stream is held inside the engine. Both are counted as held, both are answered once
+/// the app is up, and the parked one comes out of the engine marked as a cold start with the
+/// time it was held, like any held request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_http1_request_is_parked_before_the_engine_and_an_h2c_stream_is_held_inside_it() {
+    let gate = std::env::temp_dir().join(format!("rouse-park-gate-{}", std::process::id()));
+    let _ = std::fs::remove_file(&gate);
+    let app = App::hello("parked").env("START_GATE_FILE", &gate.display().to_string());
+    let rouse = Rouse::start(&app).await;
+    let curl = |extra: &'static [&'static str]| {
+        let proxy = rouse.proxy;
+        tokio::spawn(async move {
+            let out = tokio::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "-D",
+                    "-",
+                    "-o",
+                    "/dev/null",
+                    "-H",
+                    "Host: parked.localhost",
+                ])
+                .args(extra)
+                .arg(format!("http://{proxy}/headers"))
+                .output()
+                .await
+                .expect("curl");
+            String::from_utf8_lossy(&out.stdout).to_lowercase()
+        })
+    };
+    let h1 = curl(&["--http1.1"]);
+    rouse
+        .wait_for(
+            "the HTTP/1.1 request parked",
+            Duration::from_secs(10),
+            || async {
+                rouse.metric("rouse_proxy_parked_requests").await == Some(1.0)
+                    && rouse
+                        .metric("rouse_proxy_held_requests{route=\"parked\"}")
+                        .await
+                        == Some(1.0)
+            },
+        )
+        .await;
+    let h2 = curl(&["--http2-prior-knowledge"]);
+    rouse
+        .wait_for(
+            "the h2c stream held too",
+            Duration::from_secs(10),
+            || async {
+                rouse
+                    .metric("rouse_proxy_held_requests{route=\"parked\"}")
+                    .await
+                    == Some(2.0)
+            },
+        )
+        .await;
+    assert_eq!(
+        rouse.metric("rouse_proxy_parked_requests").await,
+        Some(1.0),
+        "an h2c stream is held inside the engine, not parked"
+    );
+    std::fs::write(&gate, b"").expect("open the gate");
+    let (h1, h2) = (h1.await.expect("h1"), h2.await.expect("h2"));
+    let _ = std::fs::remove_file(&gate);
+    for (name, head) in [("HTTP/1.1", &h1), ("h2c", &h2)] {
+        assert!(
+            head.starts_with("http/1.1 200") || head.starts_with("http/2 200"),
+            "{name}: {head}"
+        );
+        assert!(head.contains("x-rouse-cold-start: true"), "{name}: {head}");
+        assert!(head.contains("x-rouse-held-ms: "), "{name}: {head}");
+    }
+    assert_eq!(rouse.metric("rouse_proxy_parked_requests").await, Some(0.0));
+    assert_eq!(
+        rouse
+            .metric("rouse_proxy_cold_starts_total{route=\"parked\"}")
+            .await,
+        Some(2.0)
+    );
+}

@@ -167,6 +167,13 @@ async fn connections_beyond_the_cap_get_503_and_service_resumes_when_they_close(
         "  connections: {max: 4, header_timeout_ms: 60000}\n",
     )
     .await;
+    // The harness's own readiness probe connected once: wait until it is gone, so the four
+    // below are the only connections counted against the cap.
+    rouse
+        .wait_for("no open connection", Duration::from_secs(5), || async {
+            rouse.metric("rouse_proxy_connections").await == Some(0.0)
+        })
+        .await;
     let mut open = Vec::new();
     for _ in 0..4 {
         open.push(connect(rouse.proxy).await);

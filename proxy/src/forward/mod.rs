@@ -5,7 +5,9 @@
 //!    ([`cold::placeholder_for`], [`crate::hold::claim_wake`]). A static route answers with its
 //!    fixed response here, or marks the request uncounted, and never wakes the target.
 //! 2. `upstream_peer`: take an endpoint slot, holding the request while the target is cold or
-//!    full ([`crate::hold::acquire`]; a static route's request never holds:
+//!    full ([`crate::hold::acquire`]) — or take the outcome of the hold an HTTP/1 request
+//!    already had, parked before the engine ([`crate::front::park`]); a static route's request
+//!    never holds:
 //!    [`crate::hold::static_slot`]); a hold that times out goes to the route's failover if it
 //!    has one ([`cold::after_hold`]); on a refused connection pingora retries this phase with
 //!    the failed endpoint excluded.
@@ -33,7 +35,9 @@ use rouse_core::{UpstreamProtocol, normalize_path};
 
 use crate::delivery_guard::{DELIVERY_TOKEN_HEADER, Verdict};
 use crate::event_gateway::GatewaySlot;
-use crate::hold::{EndpointSlot, acquire, claim_wake, failover_slot, static_slot};
+use crate::front::park::Handoff;
+use crate::front::stream::FrontStream;
+use crate::hold::{Acquired, EndpointSlot, acquire, claim_wake, failover_slot, static_slot};
 use crate::state::{ActiveRequest, ProxyState, RouteState};
 use cold::{AfterHold, ColdView};
 use respond::{Reason, write_error, write_placeholder};
@@ -94,6 +98,9 @@ pub struct RequestCtx {
     detail: Option<String>,
     /// A static route's request forwarded to a running target: not demand, never held.
     uncounted: bool,
+    /// The outcome of the hold of a request parked before the engine: taken by
+    /// `upstream_peer` instead of holding it again.
+    parked: Option<std::result::Result<Acquired, Reason>>,
 }
 
 impl RequestCtx {
@@ -161,6 +168,17 @@ fn reset_by_client(session: &mut Session) -> bool {
         )
 }
 
+/// The outcome of the hold of a request parked before the engine, attached to its connection
+/// ([`FrontStream::set_handoff`]); `None` for any other request (h2, TLS, not parked).
+fn take_handoff(session: &Session) -> Option<Box<Handoff>> {
+    // Through the box: `Box<dyn IO>` is itself an `IO`, whose `as_any` would name the box.
+    let stream: &dyn pingora_core::protocols::IO = &**session.downstream_session.stream()?;
+    stream
+        .as_any()
+        .downcast_ref::<FrontStream>()?
+        .take_handoff()
+}
+
 /// Ends a request whose client is gone: nothing is written, `client_closed` is counted.
 fn client_closed(ctx: &mut RequestCtx) -> Box<Error> {
     ctx.reason = Some(Reason::ClientClosed);
@@ -205,6 +223,37 @@ impl Forwarder {
         }
     }
 
+    /// Holds the request until it has a slot on `route`'s target (see [`acquire`]) or the hold
+    /// ends. A held request whose client hangs up is dropped from the queue at once: it must
+    /// not keep a slot, nor be forwarded to the app once it wakes. Only for bodyless requests,
+    /// where any downstream activity can only be the client going away.
+    async fn hold(
+        &self,
+        session: &mut Session,
+        route: &RouteState,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<Acquired, Reason> {
+        let deadline = *ctx
+            .deadline
+            .get_or_insert_with(|| Instant::now() + route.route.limits.hold_timeout);
+        let watch_client = session.is_body_empty() && !session.is_upgrade_req();
+        session.set_abort_on_close(watch_client);
+        let acquisition = acquire(&self.state, route, ctx.bytes, &ctx.refused, deadline);
+        let outcome = if watch_client {
+            tokio::select! {
+                // Acquisition first: on the fast path it is ready at once and the socket is
+                // never polled.
+                biased;
+                r = acquisition => r,
+                _ = session.downstream_session.read_body_or_idle(true) => Err(Reason::ClientClosed),
+            }
+        } else {
+            acquisition.await
+        };
+        session.set_abort_on_close(false);
+        outcome
+    }
+
     /// The pingora peer for `slot`'s endpoint; the slot is kept in the context until the
     /// request ends.
     fn peer_for(
@@ -247,6 +296,7 @@ impl ProxyHttp for Forwarder {
             failover: None,
             detail: None,
             uncounted: false,
+            parked: None,
         }
     }
 
@@ -274,6 +324,8 @@ impl ProxyHttp for Forwarder {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // Taken first, so that whatever happens below it never outlives this request.
+        let handoff = take_handoff(session);
         // A guard, not a clone: no reference count is touched on the common path. It is let go
         // before the webhook is served and once the delivery-path check is done.
         let events = self.events.load();
@@ -383,10 +435,26 @@ impl ProxyHttp for Forwarder {
         if upstream_path != raw || !req.raw_path().starts_with(b"/") {
             ctx.upstream_path = Some(upstream_path);
         }
-        ctx.deadline = Some(Instant::now() + route.route.limits.hold_timeout);
         ctx.host = host;
-        if !ctx.uncounted {
-            route.target.demand.request_started();
+        // A parked request was counted, and its hold run, on this very target; if the routes
+        // changed under it meanwhile, its outcome is dropped (a slot goes back) and it is
+        // treated as new.
+        let parked = handoff.filter(|h| {
+            h.route.route.name == route.route.name && Arc::ptr_eq(&h.route.target, &route.target)
+        });
+        match parked {
+            Some(h) => {
+                ctx.arrived = h.arrived;
+                ctx.deadline = Some(h.deadline);
+                let Handoff { outcome, .. } = *h;
+                ctx.parked = Some(outcome);
+            }
+            None => {
+                ctx.deadline = Some(Instant::now() + route.route.limits.hold_timeout);
+                if !ctx.uncounted {
+                    route.target.demand.request_started();
+                }
+            }
         }
         ctx.route = Some(route);
         Ok(false)
@@ -424,27 +492,10 @@ impl ProxyHttp for Forwarder {
                 }
             };
         }
-        let deadline = *ctx
-            .deadline
-            .get_or_insert_with(|| Instant::now() + route.route.limits.hold_timeout);
-        // A held request whose client hangs up is dropped from the queue at once: it must not
-        // keep a slot, nor be forwarded to the app once it wakes. Only for bodyless requests,
-        // where any downstream activity can only be the client going away.
-        let watch_client = session.is_body_empty() && !session.is_upgrade_req();
-        session.set_abort_on_close(watch_client);
-        let acquisition = acquire(&self.state, &route, ctx.bytes, &ctx.refused, deadline);
-        let outcome = if watch_client {
-            tokio::select! {
-                // Acquisition first: on the fast path it is ready at once and the socket is
-                // never polled.
-                biased;
-                r = acquisition => r,
-                _ = session.downstream_session.read_body_or_idle(true) => Err(Reason::ClientClosed),
-            }
-        } else {
-            acquisition.await
+        let outcome = match ctx.parked.take() {
+            Some(outcome) => outcome,
+            None => self.hold(session, &route, ctx).await,
         };
-        session.set_abort_on_close(false);
         let acquired = match outcome {
             Ok(a) => a,
             Err(reason) => match cold::after_hold(&route.route.limits, reason, ctx.delivery) {

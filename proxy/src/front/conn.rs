@@ -1,6 +1,6 @@
-//! One plaintext connection: read a request head under deadlines, check it, hand it to the engine
-//! with the head replayed, and when the engine gives the connection back (keep-alive), start
-//! over. Bytes read past a request (a pipelined next request) are kept and parsed first next
+//! One plaintext connection: read a request head under deadlines, check it, park it if its
+//! target is cold ([`super::park`]), hand it to the engine with the head replayed, and when the
+//! engine gives the connection back (keep-alive), start over. Bytes read past a request (a pipelined next request) are kept and parsed first next
 //! time, so pipelined requests are answered in order.
 
 use std::sync::Arc;
@@ -18,8 +18,10 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::park::{self, Parked};
 use super::stream::FrontStream;
 use super::{Engine, Limits};
+use crate::event_gateway::GatewaySlot;
 use crate::forward::respond::error_body;
 use crate::reason::Reason;
 use crate::state::ProxyState;
@@ -36,6 +38,7 @@ const LINGER_BYTES: usize = 64 * 1024;
 pub struct Conn {
     pub engine: Arc<Engine>,
     pub state: Arc<ProxyState>,
+    pub events: Arc<GatewaySlot>,
     pub limits: Limits,
     pub shutdown: ShutdownWatch,
 }
@@ -95,6 +98,18 @@ impl Conn {
                     break;
                 }
                 Next::Head(h) => {
+                    // A cold target's request waits here, as little more than this socket
+                    // and its head, and goes on with the outcome of its hold.
+                    let handoff = match park::candidate(&self.state, &self.events, &pending, &h) {
+                        None => None,
+                        Some(c) => {
+                            match park::park(&self.state, c, &mut stream, &mut pending).await {
+                                Parked::Handoff(handoff) => Some(handoff),
+                                Parked::Gone => break,
+                            }
+                        }
+                    };
+                    stream.set_handoff(handoff);
                     // Hand over the head and the body bytes already read; keep what follows
                     // (a pipelined request). A chunked body's end is known only by decoding it,
                     // and after an upgrade the bytes are the tunnel's: those go whole.
@@ -135,6 +150,8 @@ impl Conn {
                         Ok(s) => s,
                         Err(_) => break,
                     };
+                    // Normally taken by the forwarder; never kept (with its slot) while idle.
+                    stream.set_handoff(None);
                     persisted = settings;
                     first = false;
                 }

@@ -1,14 +1,16 @@
 //! The public plaintext listener, before pingora's HTTP engine: accepts connections up to a cap,
 //! reads each HTTP/1 request head itself under deadlines, refuses what RFC 9112 forbids, and only
 //! then hands the connection to the engine with the head replayed ([`conn`]; the checks
-//! themselves are pure, in [`rouse_core::http1`]). h2c connections are recognised by their
-//! preface and handed over whole.
+//! themselves are pure, in [`rouse_core::http1`]). A request the engine would hold is parked
+//! here instead, for the price of its socket and head ([`park`]). h2c connections are
+//! recognised by their preface and handed over whole.
 //!
 //! Why here and not in the engine: an engine session is tens of KiB and lives as long as the
 //! connection, so a client that sends nothing, or one header byte a second, must be turned away
 //! before one exists; and the head is where framing ambiguities (request smuggling) are decided.
 
 pub mod conn;
+pub mod park;
 pub mod stream;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use pingora_proxy::HttpProxy;
 use tokio::sync::Semaphore;
 
 use crate::config::ConnectionConfig;
+use crate::event_gateway::GatewaySlot;
 use crate::forward::Forwarder;
 use crate::reason::Reason;
 use crate::state::ProxyState;
@@ -68,6 +71,8 @@ impl From<&ConnectionConfig> for Limits {
 pub struct Front {
     pub engine: Arc<Engine>,
     pub state: Arc<ProxyState>,
+    /// The event gateway's webhooks: their paths are never parked (the engine serves them).
+    pub events: Arc<GatewaySlot>,
     pub limits: Limits,
     pub listener: std::sync::Mutex<Option<std::net::TcpListener>>,
 }
@@ -133,6 +138,7 @@ impl BackgroundService for Front {
             let conn = conn::Conn {
                 engine: self.engine.clone(),
                 state: self.state.clone(),
+                events: self.events.clone(),
                 limits: self.limits,
                 shutdown: shutdown.clone(),
             };

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ use pingora_core::protocols::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::park::Handoff;
+
 /// Writes smaller than this are gathered until a flush (pingora's default: one Ethernet MSS).
 const WRITE_BUFFER: usize = 1460;
 
@@ -28,6 +30,9 @@ pub struct FrontStream {
     /// connection keeps no buffer.
     buf: Vec<u8>,
     written: usize,
+    /// A parked request's hold outcome, for the engine's forwarder to take with the request
+    /// ([`super::park`]). The engine lends the stream out only by shared reference.
+    handoff: Mutex<Option<Box<Handoff>>>,
 }
 
 impl FrontStream {
@@ -36,7 +41,22 @@ impl FrontStream {
             inner,
             buf: Vec::new(),
             written: 0,
+            handoff: Mutex::new(None),
         }
+    }
+
+    /// Attaches the outcome of the hold of the request about to be handed to the engine
+    /// (`None`: it was not parked), replacing any left over.
+    pub fn set_handoff(&mut self, handoff: Option<Box<Handoff>>) {
+        *self.handoff.get_mut().unwrap_or_else(|p| p.into_inner()) = handoff;
+    }
+
+    /// Takes the outcome attached by [`FrontStream::set_handoff`], if any.
+    pub fn take_handoff(&self) -> Option<Box<Handoff>> {
+        self.handoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Puts `data` back in front of what the socket will return next.
