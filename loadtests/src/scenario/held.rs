@@ -364,10 +364,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                 v.name
             ),
             format!(
-                "{:.2} vs {:.2} KiB ({:.1}× less)",
+                "{:.2} vs {:.2} KiB (Rouse's is {:.2}× the interceptor's)",
                 v.kib_per_held(),
                 peer.kib_per_held(),
-                peer.kib_per_held() / v.kib_per_held().max(0.01)
+                v.kib_per_held() / peer.kib_per_held().max(0.01)
             ),
             verdict(v.kib_per_held() < peer.kib_per_held()).into(),
         ]);

@@ -55,15 +55,9 @@ enum Next {
 }
 
 impl Conn {
-    /// Serves the connection until it closes; `_permit` counts it against the connection cap.
-    pub async fn serve(
-        mut self,
-        tcp: TcpStream,
-        peer: std::net::SocketAddr,
-        _permit: OwnedSemaphorePermit,
-    ) {
-        let metrics = self.state.metrics.clone();
-        metrics.connections.inc();
+    /// The connection's stream, built before its task: what `serve` does not keep (the socket
+    /// and its digest are moved into the stream) then takes no room in the connection's future.
+    pub fn stream(tcp: TcpStream, peer: std::net::SocketAddr) -> Box<FrontStream> {
         let _ = tcp.set_nodelay(true);
         // The client's address, for forwarding headers and logs: recorded as pingora's own
         // listener does, so the engine finds it where it looks.
@@ -71,6 +65,12 @@ impl Conn {
         let _ = digest.peer_addr.set(Some(peer.into()));
         let mut stream = Box::new(FrontStream::new(L4Stream::from(tcp)));
         stream.set_socket_digest(digest);
+        stream
+    }
+
+    /// Serves the connection until it closes; `_permit` counts it against the connection cap.
+    pub async fn serve(mut self, mut stream: Box<FrontStream>, _permit: OwnedSemaphorePermit) {
+        self.state.metrics.connections.inc();
         // Bytes read and not yet handed to the engine.
         let mut pending = BytesMut::new();
         let mut first = true;
@@ -79,7 +79,9 @@ impl Conn {
             match self.next_head(&mut stream, &mut pending, first).await {
                 Next::Gone => break,
                 Next::TimedOut => {
-                    self.answer(&mut stream, Reason::HeadTimeout, None).await;
+                    // Boxed: refusals are rare, and inline their future would take its room in
+                    // every connection's (parked ones included).
+                    Box::pin(self.answer(&mut stream, Reason::HeadTimeout, None)).await;
                     break;
                 }
                 Next::Refused(r) => {
@@ -88,7 +90,7 @@ impl Conn {
                         Refusal::UriTooLong => (Reason::UriTooLong, None),
                         Refusal::TooLarge => (Reason::HeadTooLarge, None),
                     };
-                    self.answer(&mut stream, reason, detail).await;
+                    Box::pin(self.answer(&mut stream, reason, detail)).await;
                     break;
                 }
                 Next::H2c => {
@@ -157,7 +159,7 @@ impl Conn {
                 }
             }
         }
-        metrics.connections.dec();
+        self.state.metrics.connections.dec();
     }
 
     /// Reads until `pending` starts with a complete head (or the connection must end). A new
@@ -270,7 +272,9 @@ async fn write_and_close(stream: &mut FrontStream, bytes: &[u8]) -> std::io::Res
         stream.shutdown().await?;
         // Drain what the client still sends, so closing does not reset the connection
         // before it has read the answer.
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would take its 4 KiB in every connection's future
+        // (idle and parked ones included), refused or not.
+        let mut sink = vec![0u8; 4096];
         let mut drained = 0;
         while drained < LINGER_BYTES {
             match stream.read(&mut sink).await {

@@ -142,7 +142,8 @@ impl BackgroundService for Front {
                 limits: self.limits,
                 shutdown: shutdown.clone(),
             };
-            pingora_runtime::current_handle().spawn(conn.serve(tcp, peer, permit));
+            pingora_runtime::current_handle()
+                .spawn(conn.serve(conn::Conn::stream(tcp, peer), permit));
         }
         tracing::debug!("The public listener is closed.");
     }
