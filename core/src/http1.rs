@@ -135,8 +135,8 @@ impl crate::RequestHeaders for Fields<'_, '_> {
 }
 
 /// Calls `f` with the method, the request target and the fields of the complete head at the
-/// start of `buf` (one that [`parse`] accepted); `None` when there is none. The fields borrow `buf`, so
-/// nothing is copied: this is how the front routes a request before any engine sees it.
+/// start of `buf` (one that [`parse`] accepted); `None` when there is none. The fields borrow
+/// `buf`, so nothing is copied: this is how the front routes a request before any engine sees it.
 pub fn with_fields<R>(buf: &[u8], f: impl FnOnce(&str, &str, &Fields<'_, '_>) -> R) -> Option<R> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);

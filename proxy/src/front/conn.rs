@@ -1,7 +1,8 @@
 //! One plaintext connection: read a request head under deadlines, check it, park it if its
 //! target is cold ([`super::park`]), hand it to the engine with the head replayed, and when the
-//! engine gives the connection back (keep-alive), start over. Bytes read past a request (a pipelined next request) are kept and parsed first next
-//! time, so pipelined requests are answered in order.
+//! engine gives the connection back (keep-alive), start over. Bytes read past a request (a
+//! pipelined next request) are kept and parsed first next time, so pipelined requests are
+//! answered in order.
 
 use std::sync::Arc;
 use std::time::Duration;
