@@ -8,6 +8,7 @@ mod machine;
 mod oha;
 mod party;
 mod plot;
+mod preflight;
 mod report;
 mod scenario;
 
@@ -85,6 +86,10 @@ fn raise_open_file_limit() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(text) = preflight::check() {
+        eprint!("rouse-bench: {text}");
+        return ExitCode::FAILURE;
+    }
     raise_open_file_limit();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = cli.out.unwrap_or_else(|| {

@@ -8,7 +8,7 @@ use anyhow::{Context, anyhow};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-const FONT_FILES: [&str; 2] = [
+pub const FONT_FILES: [&str; 2] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
 ];
