@@ -6,6 +6,11 @@ use rouse_core::crd::{HTTPScaledObjectSpec, parse_go_duration};
 
 use rouse_scale::{Metric, Policy};
 
+/// The only request-rate granularity Rouse serves: the controller counts requests per second
+/// (KEDA's interceptor counts them in buckets of this width; Rouse's rate is the admitted count
+/// over the window's covered span, sampled every tick).
+pub const SERVED_GRANULARITY: &str = "1s";
+
 /// The policy an object asks for, or every problem with it.
 pub fn policy_of(spec: &HTTPScaledObjectSpec) -> Result<Policy, Vec<String>> {
     let mut errors = Vec::new();
@@ -35,6 +40,15 @@ pub fn policy_of(spec: &HTTPScaledObjectSpec) -> Result<Policy, Vec<String>> {
                 errors.push("spec.scalingMetric.requestRate.window must be at least 1s".into())
             }
             Err(e) => errors.push(format!("spec.scalingMetric.requestRate.window: {e}")),
+        }
+        let g = &rate.granularity;
+        match parse_go_duration(g) {
+            Ok(d) if d == Duration::from_secs(1) => {}
+            Ok(_) => errors.push(format!(
+                "spec.scalingMetric.requestRate.granularity: not served by Rouse except \
+                 {SERVED_GRANULARITY:?} (it measures requests per second; got {g:?})"
+            )),
+            Err(e) => errors.push(format!("spec.scalingMetric.requestRate.granularity: {e}")),
         }
     } else if let Some(c) = metric.and_then(|m| m.concurrency.as_ref()) {
         policy.metric = Metric::Concurrency {
@@ -99,6 +113,29 @@ mod tests {
         assert_eq!(p.panic_window, Duration::from_secs(3));
         assert_eq!((p.min_replicas, p.max_replicas), (1, 4));
         assert_eq!(p.scaledown_period, Duration::from_secs(30));
+    }
+
+    /// Accepted and not served would be a silent lie: only the granularity Rouse measures at
+    /// is taken (KEDA's default, also given as `1000ms`), any other is refused by name.
+    #[test]
+    fn a_rate_granularity_other_than_one_second_is_refused_by_name() {
+        let with = |g: &str| {
+            policy_of(&spec(&format!(
+                "{{scaleTargetRef: {{service: a, port: 80}}, \
+                 scalingMetric: {{requestRate: {{targetValue: 5, granularity: {g}}}}}}}"
+            )))
+        };
+        assert!(with("1s").is_ok());
+        assert!(with("1000ms").is_ok());
+        for bad in ["10s", "500ms", "soon"] {
+            let errors = with(bad).expect_err(bad);
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with("spec.scalingMetric.requestRate.granularity: ")),
+                "{bad}: {errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use tracing_subscriber::Layer;
 use tracing_subscriber::prelude::*;
@@ -44,10 +45,20 @@ impl fmt::Display for LogFormat {
     }
 }
 
+/// The format [`init`] installed: other line writers of the process (the proxy's access log)
+/// follow it.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// The process's log format (text until [`init`] ran).
+pub fn format() -> LogFormat {
+    FORMAT.get().copied().unwrap_or_default()
+}
+
 /// Installs the global subscriber: `filter` in tracing's `EnvFilter` syntax (an invalid one
 /// falls back to `info`), lines on stderr in `format`, and every target starting with one of
 /// `held_at_info` kept at `info` and above.
 pub fn init(filter: &str, format: LogFormat, held_at_info: &'static [&'static str]) {
+    let _ = FORMAT.set(format);
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
     let no_request_heads = tracing_subscriber::filter::filter_fn(move |m| {
         *m.level() <= tracing::Level::INFO

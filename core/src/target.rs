@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
+use crate::route::UpstreamProtocol;
+
 /// One ready replica of a target, with its live in-flight count (for least-pending balancing and
 /// the per-endpoint concurrency cap).
 #[derive(Debug)]
@@ -16,14 +18,27 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// Human-readable replica id (`hello-2`, a pod name); not used as a metric label.
     pub id: String,
+    /// What the platform says this endpoint speaks (on Kubernetes, its Service port's
+    /// `appProtocol`); `None` leaves it to the route's `upstream_protocol`.
+    pub protocol: Option<UpstreamProtocol>,
     in_flight: AtomicU32,
 }
 
 impl Endpoint {
     pub fn new(id: impl Into<String>, addr: SocketAddr) -> Arc<Self> {
+        Endpoint::speaking(id, addr, None)
+    }
+
+    /// An endpoint whose protocol the platform knows.
+    pub fn speaking(
+        id: impl Into<String>,
+        addr: SocketAddr,
+        protocol: Option<UpstreamProtocol>,
+    ) -> Arc<Self> {
         Arc::new(Endpoint {
             addr,
             id: id.into(),
+            protocol,
             in_flight: AtomicU32::new(0),
         })
     }

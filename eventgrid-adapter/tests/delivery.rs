@@ -142,6 +142,88 @@ async fn a_permanent_refusal_and_exhausted_retries_go_to_the_dead_letter_file() 
     assert_eq!(gw.metrics.dead_lettered.with_label_values(&["fn"]).get(), 1);
 }
 
+/// The dead letter's reason, from the subscription's dead-letter file.
+fn dead_letter_reason(dir: &std::path::Path) -> String {
+    let dl = std::fs::read_to_string(dir.join("dead-letter/fn.jsonl")).expect("dead letter");
+    let line: serde_json::Value = serde_json::from_str(dl.trim()).expect("json line");
+    line["reason"].as_str().unwrap_or_default().to_string()
+}
+
+/// 400, 410, 413 and 415 are the target saying "never": one attempt, then the dead letter
+/// naming the status (retrying them would only repeat the refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_permanent_refusal_is_dead_lettered_after_one_attempt() {
+    for code in [400u16, 410, 413, 415] {
+        let (addr, seen) = host(move |_| code).await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let gw = open(
+            dir.path(),
+            addr,
+            "    delivery: {retry: {max_attempts: 5, initial_backoff_ms: 20}}\n",
+        );
+        assert_eq!(post(&gw, format!("[{}]", event(1)), &[]).await, 200);
+        assert!(gw.wait_idle(Duration::from_secs(10)).await, "{code}");
+        assert_eq!(seen.lock().expect("seen").len(), 1, "{code}: one attempt");
+        let reason = dead_letter_reason(dir.path());
+        assert!(reason.contains(&code.to_string()), "{code}: {reason}");
+        assert_eq!(gw.metrics.dead_lettered.with_label_values(&["fn"]).get(), 1);
+    }
+}
+
+/// Retries wait `initial_backoff_ms`, doubling per attempt up to `max_backoff_ms`: with 100 and
+/// 200, the gaps are 100, 200, 200, 200 ms (uncapped they would reach 800).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_back_off_exponentially_up_to_the_cap() {
+    let (addr, seen) = host(|_| 500).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = open(
+        dir.path(),
+        addr,
+        "    delivery: {retry: {max_attempts: 5, initial_backoff_ms: 100, max_backoff_ms: 200}}\n",
+    );
+    assert_eq!(post(&gw, format!("[{}]", event(1)), &[]).await, 200);
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    let at: Vec<_> = seen.lock().expect("seen").iter().map(|h| h.at).collect();
+    assert_eq!(at.len(), 5, "five attempts");
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    let ms = |d: &Duration| d.as_millis();
+    assert!(
+        ms(&gaps[0]) >= 100,
+        "first retry after the initial backoff: {gaps:?}"
+    );
+    assert!(ms(&gaps[1]) >= 200, "doubled: {gaps:?}");
+    for g in &gaps[2..] {
+        assert!(ms(g) >= 200, "{gaps:?}");
+        assert!(
+            ms(g) < 600,
+            "capped at 200 ms (uncapped: 400, 800): {gaps:?}"
+        );
+    }
+    assert!(dead_letter_reason(dir.path()).contains("5 attempts"));
+}
+
+/// `ttl_secs`: an event still undelivered past its age limit is dead-lettered at its next
+/// failure, however many attempts remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_past_its_ttl_is_dead_lettered_with_attempts_left() {
+    let (addr, seen) = host(|_| 500).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = open(
+        dir.path(),
+        addr,
+        "    delivery: {retry: {max_attempts: 30, initial_backoff_ms: 1500, ttl_secs: 1}}\n",
+    );
+    assert_eq!(post(&gw, format!("[{}]", event(1)), &[]).await, 200);
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    assert_eq!(
+        seen.lock().expect("seen").len(),
+        2,
+        "one retry, after which the event is older than its TTL"
+    );
+    let reason = dead_letter_reason(dir.path());
+    assert!(reason.starts_with("older than 1 s"), "{reason}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_a_restart_and_are_delivered_once_up() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -19,6 +19,9 @@ pub struct AppHandle {
     pub(crate) desired: watch::Sender<u32>,
     /// Replicas whose readiness probe passed, published into `target` on every change.
     ready: Mutex<Vec<Arc<Endpoint>>>,
+    /// Set when Rouse shuts down after its drain grace ran out: a stopping replica no longer
+    /// waits for its in-flight requests before SIGTERM (the grace was theirs, and it is over).
+    pub(crate) abandon_in_flight: std::sync::atomic::AtomicBool,
 }
 
 impl AppHandle {
@@ -34,6 +37,7 @@ impl AppHandle {
             metrics,
             desired: watch::Sender::new(0),
             ready: Mutex::new(Vec::new()),
+            abandon_in_flight: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -256,7 +256,12 @@ async fn run_once(
             // No new requests, then let in-flight ones finish before the signal.
             app.remove_endpoint(&endpoint);
             let deadline = Instant::now() + spec.stop_grace;
-            while endpoint.in_flight() > 0 && Instant::now() < deadline {
+            while endpoint.in_flight() > 0
+                && Instant::now() < deadline
+                && !app
+                    .abandon_in_flight
+                    .load(std::sync::atomic::Ordering::Acquire)
+            {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let status = terminate(&mut child, id, spec.stop_grace).await;

@@ -39,6 +39,16 @@ impl LocalPlatform {
         Arc::new(LocalPlatform { apps })
     }
 
+    /// Stopping replicas from now on get SIGTERM without first waiting for their in-flight
+    /// requests: Rouse's drain grace ran out, and the shutdown must not outlast it by another
+    /// `stop_grace_secs` per replica.
+    pub fn abandon_in_flight(&self) {
+        for app in self.apps.values() {
+            app.abandon_in_flight
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// Runs every app's reconcile loop. When `shutdown` turns true, stops every replica (each
     /// drained, then SIGTERM, then SIGKILL after its grace) and returns.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {

@@ -116,6 +116,9 @@ pub struct ProxySettings {
     pub drain: DrainConfig,
     /// Limits on the plaintext listener's connections (the TLS listener keeps pingora's).
     pub connections: ConnectionConfig,
+    /// One line per finished request on stdout, in the log format (see
+    /// [`crate::access_log`]). Default off.
+    pub access_log: bool,
 }
 
 impl ProxySettings {
@@ -209,6 +212,7 @@ impl Default for ProxySettings {
             max_held_bytes: 256 * 1024 * 1024,
             drain: DrainConfig::default(),
             connections: ConnectionConfig::default(),
+            access_log: false,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! (metrics and introspection), [`event_gateway`] (the webhook gateway the listener serves), [`tls`], [`drain`], [`config`] and [`server`] (assembly); [`kubernetes`] feeds
 //! routes, endpoints and event subscriptions from the API server and [`demand`] streams demand to the controller.
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod front;
 pub mod hold;
 pub mod kubernetes;
 pub mod reason;
+pub mod routing;
 pub mod server;
 pub mod state;
 pub mod telemetry;

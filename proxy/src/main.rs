@@ -82,6 +82,10 @@ struct KubernetesArgs {
     /// Seconds a write to a client that does not read may block before its request ends.
     #[arg(long, env = "ROUSE_SEND_TIMEOUT_SECS", default_value_t = 60)]
     send_timeout_secs: u64,
+    /// One line per finished request on stdout (route, status, duration, held time, cold
+    /// start, endpoint), in `--log-format`.
+    #[arg(long, env = "ROUSE_ACCESS_LOG")]
+    access_log: bool,
     /// NATS server(s) of the event queue (`nats://host:port`, comma-separated seeds, `tls://`
     /// for TLS). Without it, EventSubscriptions are not served (and reported so).
     #[arg(long, env = "ROUSE_NATS_URL")]
@@ -161,6 +165,7 @@ fn run_kubernetes(args: &KubernetesArgs) -> ExitCode {
             keepalive_timeout_secs: args.keepalive_timeout_secs,
             send_timeout_secs: args.send_timeout_secs,
         },
+        access_log: args.access_log,
     };
     let errors = settings.validate();
     if !errors.is_empty() {

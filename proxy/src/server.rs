@@ -145,6 +145,11 @@ impl BackgroundService for ControlPlane {
         let grace = self.settings.grace();
         let drained = wait_drained(&self.state, grace).await;
         tracing::info!(drained, pending = self.state.pending(), "Drain finished.");
+        if !drained && let Platform::Local { platform: apps, .. } = &self.platform {
+            // What is still in flight is cut when the process exits: do not make the apps wait
+            // for it before their SIGTERM.
+            apps.abandon_in_flight();
+        }
         stop_tx.send_replace(true);
         if let Some(platform) = platform {
             let _ = platform.await;
@@ -310,6 +315,15 @@ fn serve(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    if p.access_log {
+        let log = crate::access_log::AccessLog::start(
+            rouse_core::logging::format(),
+            state.metrics.access_log_dropped.clone(),
+            std::io::stdout(),
+        )
+        .map_err(|e| anyhow::anyhow!("access log writer: {e}"))?;
+        state.set_access_log(log);
+    }
 
     let forwarder = || Forwarder {
         state: state.clone(),

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntGauge};
 use rouse_core::{Conflict, Endpoint, Route, RouteTable, Target};
 
+use crate::access_log::AccessLog;
 use crate::hold::{Budget, Caps, Counter, WakeClaim};
 use crate::telemetry::Metrics;
 
@@ -69,6 +70,8 @@ pub struct ProxyState {
     synced: AtomicBool,
     /// Requests between their first byte and their end, whatever phase they are in.
     active: Arc<AtomicU64>,
+    /// Set once at start-up when the access log is on.
+    access_log: std::sync::OnceLock<AccessLog>,
 }
 
 /// Counts one request as active while it lives (see [`ProxyState::active_request`]).
@@ -101,7 +104,18 @@ impl ProxyState {
             draining: AtomicBool::new(false),
             synced: AtomicBool::new(true),
             active: Arc::new(AtomicU64::new(0)),
+            access_log: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Turns the access log on (once, at start-up).
+    pub fn set_access_log(&self, log: AccessLog) {
+        let _ = self.access_log.set(log);
+    }
+
+    /// The access log, when it is on.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.get()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

@@ -6,6 +6,8 @@
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 use rouse_core::metrics::{counter, counter_vec, gauge, gauge_vec, histogram_vec};
 
+use crate::reason::Reason;
+
 /// Latency buckets in seconds, from 100 µs (warm forward) to 60 s (slow cold start).
 const BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -31,6 +33,7 @@ pub struct Metrics {
     pub connections: IntGauge,
     pub connections_refused: IntCounter,
     pub parked: IntGauge,
+    pub access_log_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -129,7 +132,24 @@ impl Metrics {
                 "rouse_proxy_parked_requests",
                 "Held HTTP/1 requests waiting before the engine, as their socket and head (the cheap way to hold); also counted in rouse_proxy_held_requests.",
             ),
+            access_log_dropped: counter(
+                r,
+                "rouse_proxy_access_log_dropped_total",
+                "Access-log lines dropped because the writer fell behind (requests are never slowed for it).",
+            ),
             registry,
+        }
+    }
+
+    /// Counts a finished request under `route` (`-` for none): its status (`000` when nothing
+    /// was written) and, for an error, Rouse's reason. The one place a request's end is
+    /// counted, whether it ended in the engine or parked before it.
+    pub fn request_finished(&self, route: &str, code: &str, reason: Option<Reason>) {
+        self.requests.with_label_values(&[route, code]).inc();
+        if let Some(reason) = reason {
+            self.rejections
+                .with_label_values(&[route, reason.as_str()])
+                .inc();
         }
     }
 

@@ -14,8 +14,9 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 
 CACHE_ROOT=${ROUSE_K8S_CACHE:-$HOME/.cache/rouse/k8s}
-# Bump when the apiserver patch below changes, so cached binaries are rebuilt.
-PATCH_ID=loopback-endpoints-1
+# Bump when the apiserver patch below (or the version stamp) changes, so cached binaries are
+# rebuilt.
+PATCH_ID=loopback-endpoints-1_stamped-2
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_${PATCH_ID}"
 BIN="$CACHE_ROOT/$KEY/bin"
 WORK="$CACHE_ROOT/$KEY/src"
@@ -35,10 +36,27 @@ module_field() { (cd "$CACHE_ROOT" && go mod download -json "$1") | python3 -c "
 
 # Builds to a temporary name and renames, so a killed build never leaves a truncated binary that
 # a later run would take for a finished one.
+# Extra -ldflags (version stamps) may follow the package.
 build_to() {
-  local out=$1 pkg=$2
-  timed "$(basename "$out")" go build -trimpath -ldflags='-s -w' -o "$out.partial" "$pkg"
+  local out=$1 pkg=$2; shift 2
+  timed "$(basename "$out")" go build -trimpath -ldflags="-s -w $*" -o "$out.partial" "$pkg"
   mv "$out.partial" "$out"
+}
+
+# What Kubernetes' own release build (hack/lib/version.sh) stamps into every binary: without
+# it the apiserver reports `v0.0.0-master+$Format:%H$` and `kubectl version` fails to parse it.
+# The module proxy gives no commit hash (left empty); the build date is the release's commit
+# time, which it does give; the tree is "dirty" because of the one-line patch below.
+k8s_version_ldflags() {
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local released flags=() pkg
+  released=$(module_field "k8s.io/kubernetes@$K8S_VERSION" Info | xargs cat \
+    | python3 -c "import json,sys; print(json.load(sys.stdin)['Time'])")
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=("-X $pkg.gitVersion=$K8S_VERSION" "-X $pkg.gitMajor=1" "-X $pkg.gitMinor=$minor"
+            "-X $pkg.gitCommit=" "-X $pkg.gitTreeState=dirty" "-X $pkg.buildDate=$released")
+  done
+  echo "${flags[*]}"
 }
 timed() {
   local name=$1; shift
@@ -107,7 +125,7 @@ GO
   # kubectl of the same version: the tests render kustomize with it (`kubectl kustomize`)
   # rather than trusting whatever client the machine has.
   for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
-    [[ -x "$BIN/$cmd" ]] || build_to "$BIN/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+    [[ -x "$BIN/$cmd" ]] || build_to "$BIN/$cmd" "k8s.io/kubernetes/cmd/$cmd" "$(k8s_version_ldflags)"
   done
 fi
 

@@ -192,3 +192,152 @@ async fn a_target_slower_than_timeout_seconds_is_failed_over_to_the_second_servi
         "the failover is never scaled"
     );
 }
+
+/// What the proxy speaks to a pod follows its Service port's `appProtocol`: h2c for
+/// `kubernetes.io/h2c` (gRPC backends need it), HTTP/1.1 when it names none — through a cold
+/// start either way. The stand-in backend serves both on every port and reports the version
+/// each request reached it with. (Before, the proxy spoke HTTP/1.1 whatever the Service said.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_ports_app_protocol_makes_the_proxy_speak_h2c_to_the_pods() {
+    let mut env = Env::new("protocol").await;
+    env.start_proxy().await;
+    env.start_controller().await;
+    env.app("plain", "plain.test", "200ms", json!({})).await;
+    env.app("streams", "h2c.test", "200ms", json!({})).await;
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    services
+        .patch(
+            "streams",
+            &PatchParams::apply("rouse-e2e").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "streams"},
+                "spec": {"selector": {"app": "streams"}, "ports": [{
+                    "name": "http", "port": 80, "targetPort": "http",
+                    "appProtocol": "kubernetes.io/h2c"}]}
+            })),
+        )
+        .await
+        .expect("appProtocol on the Service port");
+    env.wait_routed("plain.test").await;
+    env.wait_routed("h2c.test").await;
+    // Precondition: both start at zero, so each request below is held through a wake.
+    assert_eq!(env.replicas("plain").await, 0);
+    assert_eq!(env.replicas("streams").await, 0);
+
+    let version = rouse_testcluster::backends::HTTP_VERSION_HEADER;
+    for (host, want) in [("h2c.test", "HTTP/2.0"), ("plain.test", "HTTP/1.1")] {
+        let r = env.request(0, host, "/").await.expect("answered");
+        assert_eq!(r.status, 200, "{host}: {}\n{}", r.body, env.logs());
+        assert_eq!(header(&r, "x-rouse-cold-start"), Some("true"), "{host}");
+        assert_eq!(header(&r, version), Some(want), "{host}\n{}", env.logs());
+    }
+}
+
+/// Passes a gRPC message through untouched: the test speaks gRPC framing without a schema.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// A unary gRPC call (tonic's client, h2c to the proxy) to an app at zero whose Service port
+/// says `appProtocol: grpc`: held through the wake, forwarded over h2c, and its trailers
+/// (`grpc-status`, without which the client fails the call, and the pod's own) arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_to_an_app_at_zero_is_held_and_answered_with_its_trailers() {
+    let mut env = Env::new("grpc").await;
+    env.start_proxy().await;
+    env.start_controller().await;
+    env.app("greeter", "grpc.test", "300ms", json!({})).await;
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    services
+        .patch(
+            "greeter",
+            &PatchParams::apply("rouse-e2e").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "greeter"},
+                "spec": {"selector": {"app": "greeter"}, "ports": [{
+                    "name": "http", "port": 80, "targetPort": "http", "appProtocol": "grpc"}]}
+            })),
+        )
+        .await
+        .expect("appProtocol on the Service port");
+    env.wait_routed("grpc.test").await;
+    assert_eq!(env.replicas("greeter").await, 0, "precondition: cold");
+
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", env.proxies[0].listen))
+            .expect("endpoint")
+            .origin("http://grpc.test".parse().expect("origin"))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .expect("h2c connection to the proxy");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let answer = grpc
+        .unary(
+            tonic::Request::new(bytes::Bytes::from_static(b"hello")),
+            http::uri::PathAndQuery::from_static("/rouse.test.Greeter/SayHello"),
+            RawCodec,
+        )
+        .await
+        .unwrap_or_else(|status| panic!("gRPC call failed: {status:?}\n{}", env.logs()));
+    let pod = String::from_utf8_lossy(answer.get_ref()).into_owned();
+    assert!(
+        pod.starts_with("greeter-"),
+        "the message names the pod: {pod:?}"
+    );
+    let metadata = answer.metadata();
+    let get = |k: &str| metadata.get(k).and_then(|v| v.to_str().ok());
+    assert_eq!(get("x-rouse-cold-start"), Some("true"), "{metadata:?}");
+    assert_eq!(
+        get("x-backend-http-version"),
+        Some("HTTP/2.0"),
+        "{metadata:?}"
+    );
+    // Only sent as a trailer (tonic merges a unary call's trailers into its metadata);
+    // `grpc-status` too, and the call would have failed without it.
+    assert_eq!(get("x-backend-trailer"), Some(pod.as_str()), "{metadata:?}");
+    assert!(env.replicas("greeter").await >= 1);
+}

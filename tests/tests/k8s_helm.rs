@@ -278,6 +278,7 @@ proxy:
   headerTimeoutMs: 5000
   keepaliveTimeoutSecs: 75
   sendTimeoutSecs: 30
+  accessLog: true
   drainGraceSecs: 12
   readinessDelayMs: 2500
   extraArgs: [--future-flag=1]
@@ -717,6 +718,7 @@ fn every_flag_of_both_binaries_is_a_value() {
         ("ROUSE_HEADER_TIMEOUT_MS", "5000"),
         ("ROUSE_KEEPALIVE_TIMEOUT_SECS", "75"),
         ("ROUSE_SEND_TIMEOUT_SECS", "30"),
+        ("ROUSE_ACCESS_LOG", "true"),
         ("ROUSE_DRAIN_GRACE_SECS", "12"),
         ("ROUSE_READINESS_DELAY_MS", "2500"),
         ("ROUSE_NATS_STREAM", "EVENTS_T"),

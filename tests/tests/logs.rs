@@ -141,3 +141,81 @@ async fn json_logs_are_one_object_per_line_with_stable_fields_and_never_carry_se
     drop(rouse);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The access log (`proxy.access_log: true`): one JSON line per finished request (here in the
+/// JSON log format) with the route, status, duration, time held and cold start of each, the
+/// endpoint it went to and Rouse's reason for an error; paths without their query (keys travel
+/// there). Without the setting there is none: the test above reads every line as a log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_a_line_per_request_with_its_outcome_and_never_a_query() {
+    // The app's own request log would print the query: off, so every line is Rouse's.
+    let apps = [App::hello("web").env("LOG_REQUESTS", "0")];
+    let rouse = Rouse::launch(Launch {
+        apps: &apps,
+        proxy_extra: "  access_log: true\n",
+        log_format: "json",
+        ..Launch::default()
+    })
+    .await;
+    let cold = rouse.get("web.localhost", "/").await;
+    assert_eq!(cold.status, 200);
+    assert_eq!(cold.header("x-rouse-cold-start"), Some("true"));
+    let warm = rouse
+        .get("web.localhost", &format!("/sleep?ms=1&sig={QUERY}"))
+        .await;
+    assert_eq!(warm.status, 200);
+    assert_eq!(rouse.get("nowhere.localhost", "/x").await.status, 404);
+
+    let access = || -> Vec<serde_json::Value> {
+        rouse
+            .output()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("duration_ms").is_some())
+            .collect()
+    };
+    rouse
+        .wait_for("three access-log lines", Duration::from_secs(5), || async {
+            access().len() >= 3
+        })
+        .await;
+    let lines = access();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    let (first, second, missing) = (&lines[0], &lines[1], &lines[2]);
+    for l in &lines {
+        assert!(l["timestamp"].as_str().is_some_and(is_rfc3339_utc), "{l}");
+        assert!(l["duration_ms"].as_f64().is_some_and(|d| d >= 0.0), "{l}");
+    }
+    assert_eq!(first["route"], "web", "{first}");
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], "/");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["cold_start"], true);
+    assert!(
+        first["held_ms"].as_f64().is_some_and(|h| h > 0.0),
+        "{first}"
+    );
+    assert!(
+        first["upstream"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("127.0.0.1:")),
+        "{first}"
+    );
+    assert_eq!(first["reason"], serde_json::Value::Null);
+    assert_eq!(second["path"], "/sleep", "no query: {second}");
+    assert_eq!(second["cold_start"], false);
+    assert_eq!(second["held_ms"], serde_json::Value::Null);
+    assert_eq!(missing["route"], serde_json::Value::Null, "{missing}");
+    assert_eq!(missing["status"], 404);
+    assert_eq!(missing["reason"], "no_route");
+    let leaks: Vec<String> = rouse
+        .output()
+        .into_iter()
+        .filter(|l| l.contains(QUERY))
+        .collect();
+    assert!(leaks.is_empty(), "the query reached a log line: {leaks:#?}");
+    assert_eq!(
+        rouse.metric("rouse_proxy_access_log_dropped_total").await,
+        Some(0.0)
+    );
+}

@@ -15,13 +15,11 @@ use rouse_core::crd::{
 use rouse_scale::Policy;
 
 use super::assess::{DEFAULT_API_VERSION, DEFAULT_KIND};
-use crate::policy::policy_of;
+use crate::policy::{SERVED_GRANULARITY, policy_of};
 use crate::scaler::WorkloadRef;
 
 /// KEDA's request-rate window when none is given.
 const DEFAULT_WINDOW: &str = "1m";
-/// The only rate granularity Rouse serves: it measures requests per second.
-const GRANULARITY: &str = "1s";
 
 /// The scaling policy an InterceptorRoute asks for, or every problem with it.
 pub(super) fn interceptor_policy(spec: &InterceptorRouteSpec) -> Result<Policy, Vec<String>> {
@@ -49,15 +47,6 @@ pub(super) fn interceptor_policy(spec: &InterceptorRouteSpec) -> Result<Policy, 
             request_rate: None,
         }),
         (None, Some(r)) => {
-            if let Some(g) = r.granularity.as_deref()
-                && rouse_core::crd::parse_go_duration(g).ok()
-                    != rouse_core::crd::parse_go_duration(GRANULARITY).ok()
-            {
-                errors.push(format!(
-                    "spec.scalingMetric.requestRate.granularity: not served by Rouse except \
-                     {GRANULARITY:?} (it measures requests per second; got {g:?})"
-                ));
-            }
             if !by_rouse {
                 errors.push(
                     "spec.scalingMetric.requestRate: not served through Rouse's external scaler \
@@ -71,7 +60,11 @@ pub(super) fn interceptor_policy(spec: &InterceptorRouteSpec) -> Result<Policy, 
                 request_rate: Some(RequestRateMetric {
                     target_value: i64::from(r.target_value),
                     window: r.window.clone().unwrap_or_else(|| DEFAULT_WINDOW.into()),
-                    granularity: GRANULARITY.into(),
+                    // Checked by `policy_of`, for both kinds.
+                    granularity: r
+                        .granularity
+                        .clone()
+                        .unwrap_or_else(|| SERVED_GRANULARITY.into()),
                 }),
             })
         }

@@ -101,6 +101,14 @@ pub fn route_of(o: &HTTPScaledObject) -> Result<Route, Vec<String>> {
             Err(e) => errors.push(format!("spec.timeouts.conditionWait: {e}")),
         }
     }
+    refuse_unserved_deadline(
+        "spec.timeouts.responseHeader",
+        s.timeouts
+            .as_ref()
+            .and_then(|t| t.response_header.as_deref()),
+        "deadline for the response head",
+        &mut errors,
+    );
     hold_timeout_given |= apply_caps(
         &mut limits,
         ext.cold_start.as_ref(),
@@ -175,6 +183,24 @@ pub fn route_of(o: &HTTPScaledObject) -> Result<Route, Vec<String>> {
         upstream_protocol: UpstreamProtocol::Http1,
         limits,
     })
+}
+
+/// Refuses a deadline of KEDA's that Rouse's proxy does not have (`what`) unless it is absent or
+/// zero: accepted and silently ignored would be worse than refused by name.
+pub(super) fn refuse_unserved_deadline(
+    field: &str,
+    raw: Option<&str>,
+    what: &str,
+    errors: &mut Vec<String>,
+) {
+    match raw.map(parse_go_duration) {
+        None => {}
+        Some(Ok(d)) if d.is_zero() => {}
+        Some(Ok(_)) => errors.push(format!(
+            "{field}: not served by Rouse yet (its proxy has no {what}); remove it or set \"0s\""
+        )),
+        Some(Err(e)) => errors.push(format!("{field}: {e}")),
+    }
 }
 
 /// The host patterns of one match block; no hosts means any host (KEDA's catch-all). Each
@@ -393,6 +419,31 @@ mod tests {
         let r = route_of(&object("{scaleTargetRef: {service: shop, port: 80}}")).expect("valid");
         assert_eq!(r.limits.failover, None);
         assert_eq!(r.limits.hold_timeout, Duration::from_secs(20));
+    }
+
+    /// KEDA's `timeouts.responseHeader` has no counterpart in Rouse's proxy: an object setting
+    /// it is refused by name (it used to be accepted and silently ignored); absent or `0s` is
+    /// fine.
+    #[test]
+    fn a_response_header_deadline_is_refused_by_name_unless_zero() {
+        let with = |t: &str| {
+            route_of(&object(&format!(
+                "{{scaleTargetRef: {{service: shop, port: 80}}, timeouts: {t}}}"
+            )))
+        };
+        assert!(with("{conditionWait: 7s}").is_ok());
+        assert!(with("{responseHeader: 0s}").is_ok());
+        for bad in ["{responseHeader: 5s}", "{responseHeader: later}"] {
+            let errors = with(bad).expect_err(bad);
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with("spec.timeouts.responseHeader: ")),
+                "{bad}: {errors:?}"
+            );
+        }
+        let e = with("{responseHeader: 5s}").expect_err("refused");
+        assert!(e[0].contains("not served by Rouse yet"), "{e:?}");
     }
 
     #[test]

@@ -86,10 +86,21 @@ fn go_durations_parse_like_keda_reads_them() {
     }
 }
 
+/// Of every field of KEDA's every-field manifest, the one Rouse cannot serve
+/// (`timeouts.responseHeader: 5s`) is refused by name; without it, the rest is a route.
 #[test]
 fn the_keda_manifest_becomes_a_route() {
     let yaml = KEDA_MANIFEST.replace("http.keda.sh/v1alpha1", "rouse.dev/v1alpha1");
-    let o: HTTPScaledObject = serde_yaml::from_str(&yaml).expect("parses");
+    let mut o: HTTPScaledObject = serde_yaml::from_str(&yaml).expect("parses");
+    let errors = route_of(&o).expect_err("responseHeader: 5s is refused");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("spec.timeouts.responseHeader: not served"),
+        "{errors:?}"
+    );
+    if let Some(t) = o.spec.timeouts.as_mut() {
+        t.response_header = Some("0s".into());
+    }
     let r = route_of(&o).expect("valid");
     assert_eq!(r.name, object_key(&o));
     assert_eq!(r.target, r.name);

@@ -7,7 +7,7 @@
 //! | `push` | one publish per event on `rouse.<stream>.<subscription>`, `Nats-Msg-Id` = the dedupe key; `Ok` only after the stream's publish ack of every event |
 //! | `take` | a pull from the subscription's durable consumer, for all its workers in this process (explicit ack, `AckWait` = delivery timeout + 5 s); an in-progress ack keeps a delivery that outlives half of it |
 //! | `requeue(delay)` | `Nak` with the delay |
-//! | `retire(Delivered)` | `Ack`, confirmed by the server in the background (the worker goes on; an unconfirmed one means a redelivery after `AckWait`) |
+//! | `retire(Delivered)` | `Ack`, not confirmed (one the server never got means a redelivery after `AckWait`) |
 //! | `retire(DeadLettered)` | `Term`, once the delivery side wrote the dead letter (a file, or with `dead_letter: {stream: …}` a message on `rouse-dead.<stream>.<subscription>` in that stream, reason and attempts in headers: [`Jetstream::dead_letter`]) |
 //! | `pending` | the consumer's `num_pending + num_ack_pending`, cached: adjusted on push/retire, refreshed from the server in `maintain` |
 //!
@@ -90,7 +90,8 @@ struct Held {
 /// One subscription: its subject and durable consumer.
 struct Lane {
     name: String,
-    subject: String,
+    /// Shared, so publishing an event clones a reference count rather than the name.
+    subject: Subject,
     durable: String,
     max_pending: usize,
     ack_wait: Duration,
@@ -174,7 +175,7 @@ impl Jetstream {
             .iter()
             .map(|c| Lane {
                 name: c.name.clone(),
-                subject: format!("rouse.{}.{}", config.stream, c.name),
+                subject: Subject::from(format!("rouse.{}.{}", config.stream, c.name)),
                 durable: format!("rouse-{}", c.name),
                 max_pending: c.max_pending,
                 ack_wait: c.delivery.timeout() + ACK_WAIT_SLACK,
@@ -437,7 +438,7 @@ impl Jetstream {
                 .create_consumer(pull::Config {
                     durable_name: Some(lane.durable.clone()),
                     description: Some(format!("Rouse deliveries of {}", lane.name)),
-                    filter_subject: lane.subject.clone(),
+                    filter_subject: lane.subject.to_string(),
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: lane.ack_wait,
                     // Attempts are counted (and dead letters written) by the delivery side.
@@ -529,6 +530,7 @@ impl Jetstream {
     /// Turns pulled messages into items (holding their ack handles).
     fn receive(&self, lane: &Lane, messages: Vec<jetstream::Message>) -> Vec<Item> {
         let mut items = Vec::with_capacity(messages.len());
+        let mut held = Vec::with_capacity(messages.len());
         for m in messages {
             let (seq, delivered) = match m.info() {
                 Ok(i) => (i.stream_sequence, i.delivered),
@@ -545,13 +547,13 @@ impl Jetstream {
             match serde_json::from_slice::<Event>(&message.payload) {
                 Ok(mut event) => {
                     event.seq = seq;
-                    lock(&lane.held).insert(
+                    held.push((
                         seq,
                         Held {
                             reply,
                             since: Instant::now(),
                         },
-                    );
+                    ));
                     items.push(Item {
                         event: Arc::new(event),
                         attempts: u32::try_from(delivered.saturating_sub(1)).unwrap_or(u32::MAX),
@@ -569,6 +571,8 @@ impl Jetstream {
                 }
             }
         }
+        // One lock per pull, not per message.
+        lock(&lane.held).extend(held);
         items
     }
 
@@ -658,19 +662,6 @@ impl Jetstream {
             }
         }
     }
-}
-
-/// Sends `kind` and waits for the server's confirmation (a "double ack"), as a request on the
-/// client's shared reply inbox. async-nats's `double_ack_with` subscribes a fresh inbox per
-/// message instead: a SUB and an UNSUB per event, which cost this process and the server more
-/// than the ack itself.
-async fn confirm(client: Option<Client>, reply: Subject, kind: AckKind) -> Result<(), String> {
-    client
-        .ok_or("not connected")?
-        .request(reply, kind.into())
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string())
 }
 
 /// Collects a pull's messages (the stream ends when the pull is done).
@@ -795,8 +786,7 @@ impl EventQueue for Jetstream {
         tokio::time::sleep(delay).await;
     }
 
-    /// `Ack` (delivered) or `Term` (dead-lettered), each confirmed by the server in the
-    /// background.
+    /// `Ack` (delivered) or `Term` (dead-lettered), sent without waiting for the server.
     async fn retire(&self, sub: SubId, items: &[Item], outcome: Outcome) -> Result<(), QueueError> {
         let lane = self.lane(sub);
         let replies: Vec<Option<Subject>> = {
@@ -811,28 +801,21 @@ impl EventQueue for Jetstream {
             Outcome::DeadLettered => AckKind::Term,
         };
         let missing = replies.iter().filter(|r| r.is_none()).count();
-        let client = self.client.get().cloned();
-        let confirmations: Vec<_> = replies
-            .into_iter()
-            .flatten()
-            .map(|reply| confirm(client.clone(), reply, kind))
-            .collect();
-        // The worker goes on with its next batch while the server confirms these: waiting
-        // would add a round trip under load to every batch. A confirmation that fails is
-        // logged; the server then redelivers the event after AckWait (at least once), which is
-        // all that waiting for it could have led to as well.
-        let name = lane.name.clone();
         let total = items.len();
-        tokio::spawn(async move {
-            let failed: Vec<String> = join_all(confirmations)
-                .await
-                .into_iter()
-                .filter_map(Result::err)
-                .collect();
-            if let Some(e) = failed.first() {
-                tracing::warn!(subscription = %name, error = %e, "{} of {total} acks not confirmed; those events come back after AckWait.", failed.len());
+        // Plain acks, not "double" ones: an ack the server never got only means a redelivery
+        // after AckWait (at least once), and a confirmation could not have led anywhere else.
+        // Confirming each cost a request, a reply and a waiting entry per event (the
+        // delivery side was slower than acknowledging under load).
+        let (mut failed, mut first) = (0, None);
+        for reply in replies.into_iter().flatten() {
+            if let Err(e) = self.signal(reply, kind).await {
+                failed += 1;
+                first.get_or_insert(e);
             }
-        });
+        }
+        if let Some(e) = first {
+            tracing::warn!(subscription = %lane.name, error = %e, "{failed} of {total} acks not sent; those events come back after AckWait.");
+        }
         let _ = lane
             .pending
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {

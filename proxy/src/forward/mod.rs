@@ -23,7 +23,7 @@ pub mod webhook;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use pingora_core::protocols::l4::socket::SocketAddr as PSocketAddr;
@@ -31,13 +31,15 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use rouse_core::{UpstreamProtocol, normalize_path};
+use rouse_core::UpstreamProtocol;
 
-use crate::delivery_guard::{DELIVERY_TOKEN_HEADER, Verdict};
+use crate::access_log::Entry;
+use crate::delivery_guard::DELIVERY_TOKEN_HEADER;
 use crate::event_gateway::GatewaySlot;
 use crate::front::park::Handoff;
 use crate::front::stream::FrontStream;
 use crate::hold::{Acquired, EndpointSlot, acquire, claim_wake, failover_slot, static_slot};
+use crate::routing::{self, Decision};
 use crate::state::{ActiveRequest, ProxyState, RouteState};
 use cold::{AfterHold, ColdView};
 use respond::{Reason, write_error, write_placeholder};
@@ -92,6 +94,8 @@ pub struct RequestCtx {
     delivery: bool,
     refused: Vec<SocketAddr>,
     forwarded_at: Option<Instant>,
+    /// The endpoint the request was last sent to (the access log's `upstream`).
+    upstream: Option<SocketAddr>,
     /// Forwarded to the route's failover: why the hold gave up on the target.
     failover: Option<Reason>,
     /// Added to the error body's `detail` (why the failover could not take the request).
@@ -263,10 +267,17 @@ impl Forwarder {
         slot: EndpointSlot,
     ) -> Box<HttpPeer> {
         let addr = slot.endpoint.addr;
+        // What the platform knows of the endpoint (a Service port's `appProtocol`) wins over
+        // the route's default.
+        let protocol = slot
+            .endpoint
+            .protocol
+            .unwrap_or(route.route.upstream_protocol);
         ctx.slot = Some(slot);
+        ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        if route.route.upstream_protocol == UpstreamProtocol::H2c {
+        if protocol == UpstreamProtocol::H2c {
             peer.options.set_http_version(2, 2);
         }
         ctx.forwarded_at = Some(Instant::now());
@@ -293,6 +304,7 @@ impl ProxyHttp for Forwarder {
             delivery: false,
             refused: Vec::new(),
             forwarded_at: None,
+            upstream: None,
             failover: None,
             detail: None,
             uncounted: false,
@@ -326,64 +338,59 @@ impl ProxyHttp for Forwarder {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         // Taken first, so that whatever happens below it never outlives this request.
         let handoff = take_handoff(session);
-        // A guard, not a clone: no reference count is touched on the common path. It is let go
-        // before the webhook is served and once the delivery-path check is done.
-        let events = self.events.load();
-        if let Some(ev) = events.as_ref()
-            && let Some(sub) = ev.gateway.subscription_for(session.req_header().uri.path())
-        {
-            let (gateway, sub) = (ev.gateway.clone(), sub.clone());
-            drop(events);
-            webhook::serve(session, &gateway, &sub).await?;
-            return Ok(true);
-        }
         let snapshot = self.state.snapshot();
         let req = session.req_header();
-        let Some(host) = request_host(req) else {
-            ctx.reason = Some(Reason::BadRequest);
-            write_error(session, None, Reason::BadRequest, None, 0, None).await?;
-            return Ok(true);
-        };
+        let host = request_host(req);
         let raw = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        let normalized = normalize_path(raw);
-        let path = normalized.split('?').next().unwrap_or("/");
-        let found = snapshot
-            .table
-            .resolve(&host, path, &headers::Routing(&req.headers));
-        let Some(m) = found else {
-            ctx.reason = Some(Reason::NoRoute);
-            ctx.host = host;
-            write_error(session, None, Reason::NoRoute, Some(&ctx.host), 0, None).await?;
-            return Ok(true);
-        };
-        let verdict = events.as_ref().map(|e| {
-            let presented = req
-                .headers
-                .get(DELIVERY_TOKEN_HEADER)
-                .map(http::HeaderValue::as_bytes);
-            e.guard.check(&m.route.name, path, presented)
-        });
-        drop(events);
-        if let Some(verdict) = verdict {
-            match verdict {
-                Verdict::Open => {}
-                Verdict::Delivery => ctx.delivery = true,
-                Verdict::Refused => {
-                    let reason = Reason::DeliveryPathReserved;
-                    ctx.reason = Some(reason);
-                    // Counted under its route (metrics), never forwarded nor counted as demand.
-                    ctx.route = snapshot.routes.get(&m.route.name).cloned();
-                    write_error(session, Some(&m.route.name), reason, None, 0, None).await?;
-                    return Ok(true);
+        // A guard, not a clone: no reference count is touched on the common path. It is let go
+        // before the webhook is served and once the route is decided.
+        let events = self.events.load();
+        let decision = routing::decide(
+            &snapshot,
+            events.as_deref(),
+            host.as_deref(),
+            raw,
+            &headers::Routing(&req.headers),
+        );
+        let routed = match decision {
+            Decision::Route(routed) => routed,
+            Decision::Webhook => {
+                let webhook = events.as_ref().and_then(|ev| {
+                    let sub = ev.gateway.subscription_for(req.uri.path())?;
+                    Some((ev.gateway.clone(), sub.clone()))
+                });
+                drop(events);
+                if let Some((gateway, sub)) = webhook {
+                    webhook::serve(session, &gateway, &sub).await?;
                 }
+                return Ok(true);
             }
-        }
-        let upstream_path = m.upstream_path(&normalized).unwrap_or(normalized);
-        let Some(route) = snapshot.routes.get(&m.route.name).cloned() else {
-            ctx.reason = Some(Reason::NoRoute);
-            write_error(session, None, Reason::NoRoute, Some(&host), 0, None).await?;
-            return Ok(true);
+            Decision::NoHost => {
+                drop(events);
+                ctx.reason = Some(Reason::BadRequest);
+                write_error(session, None, Reason::BadRequest, None, 0, None).await?;
+                return Ok(true);
+            }
+            Decision::NoRoute => {
+                drop(events);
+                ctx.reason = Some(Reason::NoRoute);
+                ctx.host = host.unwrap_or_default();
+                write_error(session, None, Reason::NoRoute, Some(&ctx.host), 0, None).await?;
+                return Ok(true);
+            }
+            Decision::DeliveryRefused { route_name, route } => {
+                drop(events);
+                let reason = Reason::DeliveryPathReserved;
+                ctx.reason = Some(reason);
+                // Counted under its route (metrics), never forwarded nor counted as demand.
+                ctx.route = route.cloned();
+                write_error(session, Some(route_name), reason, None, 0, None).await?;
+                return Ok(true);
+            }
         };
+        drop(events);
+        let route = routed.route.clone();
+        let host = host.unwrap_or_default();
         if let Some(answer) = &route.route.limits.static_answer {
             // Never counted nor woken: a probe must not start (or keep up) the target.
             if answer.answers(!route.target.endpoints().is_empty()) {
@@ -401,6 +408,7 @@ impl ProxyHttp for Forwarder {
             }
             ctx.uncounted = true;
         }
+        let req = session.req_header();
         if route.route.limits.placeholder.is_some() {
             let endpoints = route.target.endpoints();
             let html = req
@@ -411,7 +419,7 @@ impl ProxyHttp for Forwarder {
             let view = ColdView {
                 ready: !endpoints.is_empty(),
                 unavailable: endpoints.is_empty() && route.target.unavailable().is_some(),
-                delivery: ctx.delivery,
+                delivery: routed.delivery,
                 html,
             };
             if let Some(p) = cold::placeholder_for(&route.route.limits, view) {
@@ -430,10 +438,12 @@ impl ProxyHttp for Forwarder {
                 return Ok(true);
             }
         }
+        ctx.delivery = routed.delivery;
         ctx.bytes = committed_bytes(req);
         // pingora keeps an absolute-form target only in the raw path: always send origin-form.
-        if upstream_path != raw || !req.raw_path().starts_with(b"/") {
-            ctx.upstream_path = Some(upstream_path);
+        let raw = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        if routed.upstream_path != raw || !req.raw_path().starts_with(b"/") {
+            ctx.upstream_path = Some(routed.upstream_path);
         }
         ctx.host = host;
         // A parked request was counted, and its hold run, on this very target; if the routes
@@ -685,19 +695,31 @@ impl ProxyHttp for Forwarder {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let route = ctx.route_name().unwrap_or("-");
         let m = &self.state.metrics;
-        let code = session
-            .response_written()
-            .map_or("000", |r| r.status.as_str());
-        m.requests.with_label_values(&[route, code]).inc();
-        if let Some(reason) = ctx.reason {
-            m.rejections
-                .with_label_values(&[route, reason.as_str()])
-                .inc();
-        }
+        let status = session.response_written().map(|r| r.status);
+        m.request_finished(
+            route,
+            status.as_ref().map_or("000", |s| s.as_str()),
+            ctx.reason,
+        );
         if let Some(at) = ctx.forwarded_at {
             m.upstream_duration
                 .with_label_values(&[route])
                 .observe(at.elapsed().as_secs_f64());
+        }
+        if let Some(log) = self.state.access_log() {
+            let req = session.req_header();
+            log.record(Entry {
+                at: SystemTime::now(),
+                route: ctx.route.clone(),
+                method: req.method.clone(),
+                path: req.uri.path().to_string(),
+                status,
+                duration: ctx.arrived.elapsed(),
+                held: ctx.waited,
+                upstream: ctx.upstream,
+                failover: ctx.failover.is_some(),
+                reason: ctx.reason,
+            });
         }
         // Return the endpoint slot now rather than whenever pingora drops the context.
         ctx.slot = None;

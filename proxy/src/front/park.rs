@@ -16,19 +16,19 @@
 //! whose target has no ready endpoint with room or already has requests queued.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 
 use super::stream::FrontStream;
-use crate::delivery_guard::{DELIVERY_TOKEN_HEADER, Verdict};
+use crate::access_log::Entry;
 use crate::event_gateway::GatewaySlot;
 use crate::hold::{Acquired, acquire};
 use crate::reason::Reason;
+use crate::routing::{self, Decision};
 use crate::state::{ActiveRequest, ProxyState, RouteState};
 use rouse_core::http1::{self, Body, Head};
-use rouse_core::normalize_path;
 
 /// Bytes a parked bodyless request may buffer after its head (a pipelined next request) while
 /// its socket is watched for the client leaving; past it the socket is left unread (TCP pushes
@@ -95,36 +95,22 @@ pub fn candidate(
             let host = fields
                 .get("host")
                 .and_then(|h| std::str::from_utf8(h).ok())
-                .filter(|h| !h.is_empty())?;
+                .filter(|h| !h.is_empty());
             (host, target)
         } else {
             absolute = http::Uri::try_from(target).ok()?;
-            let host = absolute.authority()?.as_str();
+            let host = absolute.authority().map(|a| a.as_str());
             (host, absolute.path_and_query().map_or("/", |p| p.as_str()))
         };
         let events = events.load();
-        if let Some(ev) = events.as_ref()
-            && ev
-                .gateway
-                .subscription_for(raw.split('?').next().unwrap_or("/"))
-                .is_some()
-        {
-            return None;
-        }
-        let normalized = normalize_path(raw);
-        let path = normalized.split('?').next().unwrap_or("/");
         let snapshot = state.snapshot();
-        let m = snapshot.table.resolve(host, path, fields)?;
-        if let Some(ev) = events.as_ref()
-            && matches!(
-                ev.guard
-                    .check(&m.route.name, path, fields.get(DELIVERY_TOKEN_HEADER)),
-                Verdict::Refused
-            )
-        {
+        // The engine's own decision, so a parked request is one the engine would have held.
+        let Decision::Route(routed) =
+            routing::decide(&snapshot, events.as_deref(), host, raw, fields)
+        else {
             return None;
-        }
-        let route = snapshot.routes.get(&m.route.name)?;
+        };
+        let route = routed.route;
         let limits = &route.route.limits;
         if limits.static_answer.is_some() || limits.placeholder.is_some() || !would_wait(route) {
             return None;
@@ -173,6 +159,47 @@ impl Drop for Gauged<'_> {
     }
 }
 
+/// Ends a parked request whose client left: counted (`000`, `client_closed`) and logged as the
+/// engine would have, named by method and path (never the query, where keys travel).
+fn client_left(state: &ProxyState, route: &Arc<RouteState>, head: &[u8], arrived: Instant) {
+    let name = route.route.name.as_str();
+    state
+        .metrics
+        .request_finished(name, "000", Some(Reason::ClientClosed));
+    let (method, path) = http1::with_fields(head, |method, target, _| {
+        let path = match target.split_once("://") {
+            // Absolute form: the path after the authority.
+            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+            None => target,
+        };
+        (
+            http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET),
+            path.split('?').next().unwrap_or("/").to_string(),
+        )
+    })
+    .unwrap_or((http::Method::GET, "-".to_string()));
+    tracing::debug!(
+        route = name,
+        request = %format_args!("{method} {path}"),
+        held_ms = arrived.elapsed().as_millis() as u64,
+        "Client left while its request was held."
+    );
+    if let Some(log) = state.access_log() {
+        log.record(Entry {
+            at: SystemTime::now(),
+            route: Some(route.clone()),
+            method,
+            path,
+            status: None,
+            duration: arrived.elapsed(),
+            held: Some(arrived.elapsed()),
+            upstream: None,
+            failover: false,
+            reason: Some(Reason::ClientClosed),
+        });
+    }
+}
+
 /// Holds the candidate's request here until it has a slot, its hold ends, or its client leaves.
 /// Bytes the client sends meanwhile (a pipelined next request) are appended to `pending`.
 pub async fn park(
@@ -212,22 +239,7 @@ pub async fn park(
                     r = &mut acquisition => break r,
                     read = stream.read_buf(pending) => match read {
                         Ok(0) | Err(_) => {
-                            let name = route.route.name.as_str();
-                            let m = &state.metrics;
-                            m.requests.with_label_values(&[name, "000"]).inc();
-                            m.rejections
-                                .with_label_values(&[name, Reason::ClientClosed.as_str()])
-                                .inc();
-                            // Named by method and path: never the query, where keys travel.
-                            let request = http1::with_fields(pending, |method, target, _| {
-                                format!("{method} {}", target.split('?').next().unwrap_or(""))
-                            });
-                            tracing::debug!(
-                                route = name,
-                                request = request.as_deref().unwrap_or("-"),
-                                held_ms = arrived.elapsed().as_millis() as u64,
-                                "Client left while its request was held."
-                            );
+                            client_left(state, &route, pending, arrived);
                             return Parked::Gone;
                         }
                         Ok(_) => {}

@@ -12,7 +12,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use rouse_core::{Endpoint, Target};
+use rouse_core::{Endpoint, Target, UpstreamProtocol};
 use rouse_kube::all_ready;
 
 /// Which Service port a route forwards to: KEDA's `port` (the Service port number) or
@@ -40,6 +40,32 @@ impl std::fmt::Display for ServiceRef {
 /// A ready endpoint: `(id, address)`; the id is the pod name when the slice names it.
 pub type Ready = (String, SocketAddr);
 
+/// What a target's Service gives the proxy: its ready endpoints and what they speak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub ready: Vec<Ready>,
+    /// From the Service port's `appProtocol`; `None` when it names none (HTTP/1.1).
+    pub protocol: Option<UpstreamProtocol>,
+}
+
+/// The upstream protocol a Service port's `appProtocol` asks for (Kubernetes' own
+/// `kubernetes.io/h2c` and `kubernetes.io/ws`, IANA names, and the `grpc`/`http2` of meshes),
+/// or why the proxy cannot speak it. Values it has no meaning for (another domain's) are left
+/// to HTTP/1.1, as Kubernetes leaves them to the implementation.
+pub fn app_protocol(value: Option<&str>) -> Result<Option<UpstreamProtocol>, String> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    match v.to_ascii_lowercase().as_str() {
+        "kubernetes.io/h2c" | "h2c" | "grpc" | "http2" => Ok(Some(UpstreamProtocol::H2c)),
+        "https" | "kubernetes.io/wss" | "grpcs" | "grpc-web" | "tls" => Err(format!(
+            "appProtocol {v:?} is not served: Rouse speaks cleartext HTTP/1.1 or h2c to apps \
+             (use kubernetes.io/h2c, grpc or http)"
+        )),
+        _ => Ok(Some(UpstreamProtocol::Http1)),
+    }
+}
+
 /// The ready endpoints for `svc`'s port, or why there can be none. Pure: unit-tested below.
 ///
 /// EndpointSlice ports carry the *target* port under the Service port's name, so the Service
@@ -48,7 +74,7 @@ pub fn resolve(
     svc: &ServiceRef,
     service: Option<&Service>,
     slices: &[Arc<EndpointSlice>],
-) -> Result<Vec<Ready>, String> {
+) -> Result<Resolved, String> {
     let Some(service) = service else {
         return Err(format!("service \"{svc}\" not found"));
     };
@@ -70,6 +96,8 @@ pub fn resolve(
         return Err(format!("service \"{svc}\" has no {wanted}"));
     };
     let port_name = port.name.clone().unwrap_or_default();
+    let protocol = app_protocol(port.app_protocol.as_deref())
+        .map_err(|e| format!("service \"{svc}\" port {}: {e}", port.port))?;
 
     let mut ready = Vec::new();
     for slice in slices {
@@ -105,19 +133,19 @@ pub fn resolve(
     }
     ready.sort_by_key(|(_, addr)| *addr);
     ready.dedup_by_key(|(_, addr)| *addr);
-    Ok(ready)
+    Ok(Resolved { ready, protocol })
 }
 
 /// Publishes `ready` into `target`, keeping the existing [`Endpoint`] of an address that stays
 /// (its in-flight count feeds balancing and the per-endpoint cap). No-op when nothing changed.
-fn publish(target: &Target, ready: Vec<Ready>) {
+fn publish(target: &Target, Resolved { ready, protocol }: Resolved) {
     let current = target.endpoints();
     let same = current.endpoints.len() == ready.len()
         && current
             .endpoints
             .iter()
             .zip(&ready)
-            .all(|(e, (_, addr))| e.addr == *addr);
+            .all(|(e, (_, addr))| e.addr == *addr && e.protocol == protocol);
     if same {
         return;
     }
@@ -131,8 +159,9 @@ fn publish(target: &Target, ready: Vec<Ready>) {
         .map(|(id, addr)| {
             existing
                 .get(&addr)
+                .filter(|e| e.protocol == protocol)
                 .cloned()
-                .unwrap_or_else(|| Endpoint::new(id, addr))
+                .unwrap_or_else(|| Endpoint::speaking(id, addr, protocol))
         })
         .collect::<Vec<_>>();
     tracing::info!(target = %target.name, ready = endpoints.len(), "Endpoints changed.");
@@ -180,19 +209,25 @@ pub async fn follow(client: Client, svc: ServiceRef, target: Arc<Target>) {
         }
         let service = service_store.state().into_iter().next();
         match resolve(&svc, service.as_deref(), &slice_store.state()) {
-            Ok(ready) => {
+            Ok(resolved) => {
                 if last_problem.take().is_some() {
                     tracing::info!(service = %svc, "Target service is usable again.");
                 }
                 target.set_unavailable(None);
-                publish(&target, ready);
+                publish(&target, resolved);
             }
             Err(problem) => {
                 if last_problem.as_deref() != Some(problem.as_str()) {
                     tracing::warn!(target = %target.name, %problem, "Target has no endpoint source.");
                 }
                 target.set_unavailable(Some(problem.clone()));
-                publish(&target, Vec::new());
+                publish(
+                    &target,
+                    Resolved {
+                        ready: Vec::new(),
+                        protocol: None,
+                    },
+                );
                 last_problem = Some(problem);
             }
         }
@@ -277,7 +312,12 @@ mod tests {
                 ("10.0.0.3", Some(false)),
             ],
         )];
-        let ready = resolve(&svc_ref(PortRef::Number(80)), Some(&s), &slices).expect("ok");
+        let r = resolve(&svc_ref(PortRef::Number(80)), Some(&s), &slices).expect("ok");
+        assert_eq!(
+            r.protocol, None,
+            "no appProtocol: the route decides (HTTP/1.1)"
+        );
+        let ready = r.ready;
         let addrs: Vec<String> = ready.iter().map(|(_, a)| a.to_string()).collect();
         assert_eq!(
             addrs,
@@ -286,15 +326,15 @@ mod tests {
         );
         assert_eq!(ready[0].0, "pod-10.0.0.1");
         let by_name = resolve(&svc_ref(PortRef::Name("metrics".into())), Some(&s), &slices);
-        assert_eq!(by_name.expect("ok")[0].1.port(), 9100);
+        assert_eq!(by_name.expect("ok").ready[0].1.port(), 9100);
     }
 
     #[test]
     fn unnamed_single_port_services_work() {
         let s = service(&[(None, 80)]);
         let slices = [slice(&[(None, 8080)], &[("10.0.0.1", Some(true))])];
-        let ready = resolve(&svc_ref(PortRef::Number(80)), Some(&s), &slices).expect("ok");
-        assert_eq!(ready.len(), 1);
+        let r = resolve(&svc_ref(PortRef::Number(80)), Some(&s), &slices).expect("ok");
+        assert_eq!(r.ready.len(), 1);
     }
 
     #[test]
@@ -304,5 +344,38 @@ mod tests {
         let s = service(&[(Some("http"), 80)]);
         let err = resolve(&svc_ref(PortRef::Number(81)), Some(&s), &[]).expect_err("no port");
         assert_eq!(err, "service \"ns/web\" has no port 81");
+    }
+
+    /// `route_of` cannot know what a Service speaks; its port's `appProtocol` says, so an h2c or
+    /// gRPC app is reached over h2c (it used to be HTTP/1.1 whatever the Service said), and one
+    /// the proxy cannot speak (TLS) makes the target unavailable with a reason naming it.
+    #[test]
+    fn the_service_ports_app_protocol_picks_what_the_proxy_speaks() {
+        for (value, want) in [
+            ("kubernetes.io/h2c", Some(UpstreamProtocol::H2c)),
+            ("grpc", Some(UpstreamProtocol::H2c)),
+            ("HTTP2", Some(UpstreamProtocol::H2c)),
+            ("http", Some(UpstreamProtocol::Http1)),
+            ("kubernetes.io/ws", Some(UpstreamProtocol::Http1)),
+            ("example.com/custom", Some(UpstreamProtocol::Http1)),
+        ] {
+            let mut s = service(&[(Some("web"), 80)]);
+            if let Some(p) = s.spec.as_mut().and_then(|s| s.ports.as_mut()) {
+                p[0].app_protocol = Some(value.into());
+            }
+            let slices = [slice(&[(Some("web"), 50051)], &[("10.0.0.1", Some(true))])];
+            let r = resolve(&svc_ref(PortRef::Number(80)), Some(&s), &slices).expect(value);
+            assert_eq!(r.protocol, want, "{value}");
+            assert_eq!(r.ready.len(), 1, "{value}");
+        }
+        let mut s = service(&[(Some("web"), 443)]);
+        if let Some(p) = s.spec.as_mut().and_then(|s| s.ports.as_mut()) {
+            p[0].app_protocol = Some("https".into());
+        }
+        let err = resolve(&svc_ref(PortRef::Number(443)), Some(&s), &[]).expect_err("https");
+        assert!(
+            err.starts_with("service \"ns/web\" port 443: appProtocol \"https\" is not served"),
+            "{err}"
+        );
     }
 }

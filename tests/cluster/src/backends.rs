@@ -7,6 +7,10 @@
 //! - `rouse.dev/test-delay-ms: "250"`: wait before answering;
 //! - `rouse.dev/test-status: "503"`: answer with this status.
 //!
+//! Each answer names the pod (`x-pod-name`, and the body) and the HTTP version the request came
+//! in (HTTP/1.1 or h2c, both served on every port). A gRPC request (`application/grpc`) gets a
+//! unary gRPC answer: the pod's name as the message, `grpc-status: 0` in trailers.
+//!
 //! Every `POST` a backend answers is recorded ([`posts`]): tests check what was delivered.
 
 use std::collections::HashMap;
@@ -17,7 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::Full;
+use http_body_util::{Either, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Pod;
@@ -29,6 +34,9 @@ use tokio::task::JoinHandle;
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DELAY_ANNOTATION: &str = "rouse.dev/test-delay-ms";
 pub const STATUS_ANNOTATION: &str = "rouse.dev/test-status";
+/// Response header: the HTTP version the request reached the backend with (`HTTP/1.1`,
+/// `HTTP/2.0`), so a test sees what the proxy spoke to the pod.
+pub const HTTP_VERSION_HEADER: &str = "x-backend-http-version";
 
 #[derive(Clone, Default)]
 struct Behaviour {
@@ -178,6 +186,8 @@ async fn serve(
                 let namespace = namespace.clone();
                 async move {
                     tokio::time::sleep(b.delay).await;
+                    let version = format!("{:?}", req.version());
+                    let grpc = is_grpc(&req);
                     if req.method() == http::Method::POST {
                         use http_body_util::BodyExt;
                         let (head, body) = req.into_parts();
@@ -202,9 +212,16 @@ async fn serve(
                     let resp = http::Response::builder()
                         .status(b.status)
                         .header("x-pod-name", &name)
-                        .body(Full::new(Bytes::from(format!("{name}\n"))))
-                        .unwrap_or_default();
-                    Ok::<_, Infallible>(resp)
+                        .header(HTTP_VERSION_HEADER, version);
+                    let resp = if grpc {
+                        resp.header(http::header::CONTENT_TYPE, "application/grpc")
+                            .body(Either::Right(grpc_reply(&name)))
+                    } else {
+                        resp.body(Either::Left(Full::new(Bytes::from(format!("{name}\n")))))
+                    };
+                    Ok::<_, Infallible>(
+                        resp.unwrap_or_else(|_| http::Response::new(Either::Left(Full::default()))),
+                    )
                 }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -212,6 +229,35 @@ async fn serve(
                 .await;
         });
     }
+}
+
+/// A gRPC request (`application/grpc`, over h2): answered as a unary gRPC call would be.
+fn is_grpc<B>(req: &http::Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+type Frames = futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
+
+/// A unary gRPC answer: one length-prefixed message (the pod's name), then the trailers a gRPC
+/// client needs to see the call succeed (`grpc-status: 0`) and one of the backend's own
+/// (`x-backend-trailer`: the pod's name), so a test proves trailers crossed the proxy.
+fn grpc_reply(name: &str) -> StreamBody<Frames> {
+    let mut message = Vec::with_capacity(5 + name.len());
+    message.push(0); // not compressed
+    message.extend_from_slice(&u32::try_from(name.len()).unwrap_or(0).to_be_bytes());
+    message.extend_from_slice(name.as_bytes());
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    if let Ok(v) = http::HeaderValue::from_str(name) {
+        trailers.insert("x-backend-trailer", v);
+    }
+    StreamBody::new(futures::stream::iter(vec![
+        Ok(Frame::data(Bytes::from(message))),
+        Ok(Frame::trailers(trailers)),
+    ]))
 }
 
 async fn start(pod: &Pod, addrs: Vec<SocketAddr>) -> Option<Running> {

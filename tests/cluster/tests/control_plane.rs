@@ -531,6 +531,51 @@ fn the_shared_cluster_reports_its_start_up_time() {
     assert!(cluster.server.starts_with("https://127.0.0.1:"));
 }
 
+/// The Kubernetes release the build script builds (`K8S_VERSION=` in it), e.g. `v1.36.3`.
+fn built_release() -> &'static str {
+    include_str!("../build-control-plane.sh")
+        .lines()
+        .find_map(|l| l.strip_prefix("K8S_VERSION="))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("K8S_VERSION= in build-control-plane.sh")
+}
+
+/// `kubectl version` against the cluster, as a person would run it: both sides report the
+/// release they were built from (the build script stamps it; unstamped, the apiserver said
+/// `v0.0.0-master+$Format:%H$`, which kubectl cannot compare with its own version).
+#[test]
+fn kubectl_version_reports_the_built_release_for_client_and_server() {
+    let cluster = TestCluster::shared();
+    let kubectl = rouse_testcluster::binaries()
+        .expect("control-plane binaries")
+        .join("kubectl");
+    let out = std::process::Command::new(&kubectl)
+        .args(["version", "-o", "json"])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", kubectl.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "kubectl version failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let release = built_release();
+    let minor = release.split('.').nth(1).expect("vMAJOR.MINOR.PATCH");
+    for side in ["clientVersion", "serverVersion"] {
+        assert_eq!(v[side]["gitVersion"], release, "{side}: {stdout}");
+        assert_eq!(v[side]["major"], "1", "{side}: {stdout}");
+        assert_eq!(v[side]["minor"], minor, "{side}: {stdout}");
+    }
+    assert!(
+        !stderr.contains("WARNING"),
+        "kubectl warned about its version: {stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_annotations_set_start_delay_and_backend_behaviour() {
     let cluster = TestCluster::shared();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::{InterceptorRouteSpec, RoutingRule, StaticResponse, StaticResponseMode};
 use crate::crd::route::{
     DEFAULT_FAILOVER_TIMEOUT, apply_caps, headers_of, hosts_of, parse_go_duration, placeholder_of,
-    prefixes_of, rewrite_of, with_audience,
+    prefixes_of, refuse_unserved_deadline, rewrite_of, with_audience,
 };
 use crate::route::{
     Failover, HostPattern, Placeholder, Route, RouteLimits, StaticAnswer, StaticMode,
@@ -70,11 +70,7 @@ pub fn routes_of(key: &str, spec: &InterceptorRouteSpec) -> Result<Vec<Route>, V
             "deadline for the response head",
         ),
     ] {
-        if duration(field, raw, &mut errors).is_some_and(|d| !d.is_zero()) {
-            errors.push(format!(
-                "{field}: not served by Rouse yet (its proxy has no {what}); remove it or set \"0s\""
-            ));
-        }
+        refuse_unserved_deadline(field, raw, what, &mut errors);
     }
 
     let cold = spec.cold_start.as_ref();
