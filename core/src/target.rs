@@ -115,6 +115,9 @@ pub struct Demand {
     /// 0 = none): the controller measures wake → scale from the held request, not from when its
     /// task got to run.
     wake_at: AtomicU64,
+    /// When a wake was last signalled (nanos since `epoch`, 0 = never): for people (`rouse
+    /// status`), not for decisions.
+    last_wake: AtomicU64,
     wake: Notify,
 }
 
@@ -146,6 +149,7 @@ impl Default for Demand {
             requests_total: AtomicU64::new(0),
             last_activity: AtomicU64::new(0),
             wake_at: AtomicU64::new(0),
+            last_wake: AtomicU64::new(0),
             wake: Notify::new(),
         }
     }
@@ -226,10 +230,20 @@ impl Demand {
     /// Asks the controller to look at this target now (a request is held). Never blocks; repeated
     /// calls before the controller wakes coalesce into one.
     pub fn wake(&self) {
-        let _ =
-            self.wake_at
-                .compare_exchange(0, self.now_nanos(), Ordering::AcqRel, Ordering::Acquire);
+        let now = self.now_nanos();
+        let _ = self
+            .wake_at
+            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+        self.last_wake.store(now, Ordering::Relaxed);
         self.wake.notify_one();
+    }
+
+    /// When a wake was last signalled, if ever.
+    pub fn last_wake(&self) -> Option<Instant> {
+        match self.last_wake.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(self.epoch + Duration::from_nanos(nanos)),
+        }
     }
 
     /// Resolves when [`Demand::wake`] was called since the last time this resolved, with the

@@ -39,6 +39,11 @@ impl LocalPlatform {
         Arc::new(LocalPlatform { apps })
     }
 
+    /// Replicas `target` is asked for now (what the supervisor converges to).
+    pub fn desired(&self, target: &str) -> Option<u32> {
+        self.apps.get(target).map(|a| *a.desired.borrow())
+    }
+
     /// Stopping replicas from now on get SIGTERM without first waiting for their in-flight
     /// requests: Rouse's drain grace ran out, and the shutdown must not outlast it by another
     /// `stop_grace_secs` per replica.

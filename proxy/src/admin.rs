@@ -1,6 +1,6 @@
 //! The admin listener (never the public port): `/metrics`, `/livez`, `/readyz`, `/routes`,
-//! `/explain?host=&path=&header=name:value`, `/queues`, and on Kubernetes `/demand/stream`
-//! (see [`crate::demand`]).
+//! `/explain?host=&path=&header=name:value`, `/queues`, `/status` (what `rouse status` shows:
+//! [`crate::status`]), and on Kubernetes `/demand/stream` (see [`crate::demand`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -69,6 +69,10 @@ pub fn handle(state: &ProxyState, method: &Method, path: &str, query: &str) -> R
                 .collect();
             json_response(StatusCode::OK, &json!({ "routes": routes }))
         }
+        "/status" => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(crate::status::document(state)).unwrap_or_default(),
+        ),
         "/queues" => {
             let snap = state.snapshot();
             let mut routes: Vec<_> = snap
@@ -149,7 +153,7 @@ pub fn handle(state: &ProxyState, method: &Method, path: &str, query: &str) -> R
         }
         _ => json_response(
             StatusCode::NOT_FOUND,
-            &json!({"reason": "not_found", "paths": ["/metrics", "/livez", "/readyz", "/routes", "/explain", "/queues"]}),
+            &json!({"reason": "not_found", "paths": ["/metrics", "/livez", "/readyz", "/routes", "/explain", "/queues", "/status"]}),
         ),
     }
 }

@@ -23,5 +23,6 @@ pub mod reason;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod telemetry;
 pub mod tls;

@@ -30,6 +30,21 @@ enum Command {
     },
     /// Validate a local YAML file and exit: 0 if valid, 64 with every error otherwise.
     CheckConfig { config: PathBuf },
+    /// Show a running Rouse: each target's hosts, replicas (ready and desired), held and
+    /// in-flight requests, queued events, cold starts and last wake (its admin API's `/status`).
+    Status {
+        /// The admin listener of `rouse local` or of a `rouse kubernetes` replica.
+        #[arg(long, env = "ROUSE_ADMIN", default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+        /// Redraw every `--interval-ms` until interrupted.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+        interval_ms: u64,
+        /// `table` for people, `json` (one document per refresh, one line each) for scripts.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: rouse_proxy::status::Output,
+    },
     /// Run the proxy on Kubernetes: routes from HTTPScaledObjects and InterceptorRoutes,
     /// endpoints from the target Services' EndpointSlices, demand streamed to `rouse-controller`
     /// (in-cluster config, or KUBECONFIG); EventSubscriptions served as webhooks with the queue
@@ -125,6 +140,15 @@ fn main() -> ExitCode {
     let path = match &cli.command {
         Command::Local { config } | Command::CheckConfig { config } => config,
         Command::Kubernetes(args) => return run_kubernetes(args),
+        Command::Status {
+            admin,
+            watch,
+            interval_ms,
+            output,
+        } => {
+            let every = watch.then(|| std::time::Duration::from_millis(*interval_ms));
+            return exit_code(rouse_proxy::status::run(*admin, *output, every));
+        }
     };
     let config = match rouse_proxy::config::load(path) {
         Ok(c) => c,
@@ -141,7 +165,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Local { .. } => exit_code(rouse_proxy::server::run_local(config)),
-        Command::Kubernetes(_) => unreachable!("handled above"),
+        Command::Kubernetes(_) | Command::Status { .. } => unreachable!("handled above"),
     }
 }
 

@@ -220,6 +220,8 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
             .collect(),
         LocalMetrics::new(&registry),
     );
+    let apps = platform.clone();
+    state.set_desired_replicas(Box::new(move |target| apps.desired(target)));
     let max_stop_grace = config
         .apps
         .iter()

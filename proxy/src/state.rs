@@ -72,7 +72,13 @@ pub struct ProxyState {
     active: Arc<AtomicU64>,
     /// Set once at start-up when the access log is on.
     access_log: std::sync::OnceLock<AccessLog>,
+    /// Replicas the platform is asked for, by target, where this process knows them (the local
+    /// platform): for `/status`.
+    desired: std::sync::OnceLock<DesiredReplicas>,
 }
+
+/// Looks up the replicas a target is asked for (see [`ProxyState::set_desired_replicas`]).
+pub type DesiredReplicas = Box<dyn Fn(&str) -> Option<u32> + Send + Sync>;
 
 /// Counts one request as active while it lives (see [`ProxyState::active_request`]).
 pub struct ActiveRequest(Arc<AtomicU64>);
@@ -105,7 +111,18 @@ impl ProxyState {
             synced: AtomicBool::new(true),
             active: Arc::new(AtomicU64::new(0)),
             access_log: std::sync::OnceLock::new(),
+            desired: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where `/status` reads the replicas each target is asked for (once, at start-up).
+    pub fn set_desired_replicas(&self, lookup: DesiredReplicas) {
+        let _ = self.desired.set(lookup);
+    }
+
+    /// The replicas `target` is asked for, if this process knows.
+    pub fn desired_replicas(&self, target: &str) -> Option<u32> {
+        self.desired.get().and_then(|f| f(target))
     }
 
     /// Turns the access log on (once, at start-up).
