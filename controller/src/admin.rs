@@ -1,5 +1,6 @@
 //! The controller's admin listener: `/livez`, `/readyz`, `/metrics`, `/proxies` (replicas and
-//! whether their demand stream is connected) and `/demand?target=ns/name` (the summed input).
+//! whether their demand stream is connected), `/demand?target=ns/name` (the summed input) and
+//! `/status` (every target, for `rouse status`: [`crate::status`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
 
 use crate::demand::Aggregate;
+use crate::status::ScalerSlot;
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
     Response::builder()
@@ -26,6 +28,7 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Fu
 fn handle(
     registry: &Registry,
     aggregate: &Aggregate,
+    scaler: &ScalerSlot,
     path: &str,
     query: &str,
 ) -> Response<Full<Bytes>> {
@@ -48,6 +51,13 @@ fn handle(
                 "addr": addr.to_string(), "name": name, "connected": connected,
             })).collect::<Vec<_>>()
         })),
+        "/status" => json_body(
+            serde_json::to_value(crate::status::document(
+                aggregate,
+                scaler.get().map(|s| s.as_ref()),
+            ))
+            .unwrap_or_default(),
+        ),
         "/demand" => {
             let target = form_urlencoded::parse(query.as_bytes())
                 .find_map(|(k, v)| (k == "target").then(|| v.into_owned()))
@@ -64,7 +74,7 @@ fn handle(
         _ => respond(
             StatusCode::NOT_FOUND,
             "application/json",
-            br#"{"reason":"not_found","paths":["/livez","/readyz","/metrics","/proxies","/demand"]}"#.to_vec(),
+            br#"{"reason":"not_found","paths":["/livez","/readyz","/metrics","/proxies","/demand","/status"]}"#.to_vec(),
         ),
     }
 }
@@ -74,17 +84,19 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Registry,
     aggregate: Arc<Aggregate>,
+    scaler: ScalerSlot,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (registry, aggregate) = (registry.clone(), aggregate.clone());
+        let (registry, aggregate, scaler) = (registry.clone(), aggregate.clone(), scaler.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let resp = handle(
                     &registry,
                     &aggregate,
+                    &scaler,
                     req.uri().path(),
                     req.uri().query().unwrap_or(""),
                 );

@@ -60,6 +60,8 @@ pub struct EventsObservation {
 #[derive(Debug, Default)]
 struct Wake {
     at: Mutex<Option<Instant>>,
+    /// When the latest wake was held (for `/status`; `at` is consumed by the autoscaler).
+    last: Mutex<Option<Instant>>,
     notify: Notify,
 }
 
@@ -187,6 +189,7 @@ impl Aggregate {
         let mut at = wake.at.lock().unwrap_or_else(|p| p.into_inner());
         at.get_or_insert(held_at);
         drop(at);
+        *wake.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(held_at);
         wake.notify.notify_one();
     }
 
@@ -215,6 +218,31 @@ impl Aggregate {
         }
         obs.held += queued;
         obs
+    }
+
+    /// Every valid object's target key, sorted.
+    pub fn target_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.lock().targets.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Queued events of `target` (the shared queue's count: the largest any replica reports).
+    pub fn queued(&self, target: &str) -> u64 {
+        let inner = self.lock();
+        inner
+            .proxies
+            .values()
+            .filter_map(|v| v.reports.get(target))
+            .map(|r| r.queued)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// When a request for `target` was last held with a wake, as far as this controller saw.
+    pub fn last_wake(&self, target: &str) -> Option<Instant> {
+        let wake = self.lock().wakes.get(target).cloned()?;
+        *wake.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Event subscription `key` (`namespace/name`) as the connected replicas report it.

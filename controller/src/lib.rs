@@ -17,6 +17,7 @@ pub mod policy;
 pub mod proxies;
 pub mod reconcile;
 pub mod scaler;
+pub mod status;
 mod status_writer;
 pub mod subscriptions;
 
@@ -52,6 +53,7 @@ pub async fn run(
     opts: Options,
     metrics: ScaleMetrics,
     aggregate: Arc<Aggregate>,
+    scaler_slot: status::ScalerSlot,
     stop: watch::Receiver<bool>,
 ) {
     let recorder = Recorder::new(
@@ -62,6 +64,7 @@ pub async fn run(
         },
     );
     let scaler = Arc::new(scaler::KubeScaler::new(client.clone(), recorder.clone()));
+    let _ = scaler_slot.set(scaler.clone());
     tokio::spawn(proxies::follow_proxies(
         client.clone(),
         opts.proxies.clone(),

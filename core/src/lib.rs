@@ -13,6 +13,7 @@ pub mod http1;
 pub mod logging;
 pub mod metrics;
 pub mod route;
+pub mod status;
 pub mod target;
 pub mod yaml;
 

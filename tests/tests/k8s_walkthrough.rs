@@ -124,4 +124,38 @@ fn the_readme_walkthrough_wakes_hello_and_kubectl_shows_it() {
     // describe: the Ready condition and the Scaled Event of the wake.
     assert!(out.contains("Scaled"), "no Scaled event\n{shown}");
     assert!(out.contains("to 1"), "{shown}");
+    // rouse status: the proxy's view of the target (desired is the controller's: `-`).
+    // TARGET HOSTS READY DESIRED HELD IN-FLIGHT EVENTS COLD-STARTS LAST-WAKE
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with("hello/hello "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows.len(),
+        2,
+        "a proxy's and the controller's status\n{shown}"
+    );
+    assert_eq!(
+        rows[0].get(..8),
+        Some(
+            &[
+                "hello/hello",
+                "hello.example.com",
+                "1",
+                "-",
+                "0",
+                "0",
+                "0",
+                "1"
+            ][..]
+        ),
+        "{shown}"
+    );
+    // The controller's: no hosts or pods of its own, one replica desired, nothing held.
+    assert_eq!(
+        rows[1].get(..8),
+        Some(&["hello/hello", "-", "-", "1", "0", "0", "0", "-"][..]),
+        "{shown}"
+    );
 }

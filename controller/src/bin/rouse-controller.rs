@@ -136,7 +136,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(cli.admin_listen)
         .await
         .map_err(|e| anyhow::anyhow!("admin listener {}: {e}", cli.admin_listen))?;
-    tokio::spawn(controller::admin::serve(admin, registry, aggregate.clone()));
+    let scaler = controller::status::ScalerSlot::default();
+    tokio::spawn(controller::admin::serve(
+        admin,
+        registry,
+        aggregate.clone(),
+        scaler.clone(),
+    ));
     if !cli.external_scaler_listen.is_empty() {
         let addr: SocketAddr = cli.external_scaler_listen.parse().map_err(|e| {
             anyhow::anyhow!(
@@ -171,6 +177,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         stop_tx.send_replace(true);
     });
     tracing::info!(id = %cli.id, admin = %cli.admin_listen, "rouse-controller is up.");
-    controller::run(client, opts, metrics, aggregate, stop_rx).await;
+    controller::run(client, opts, metrics, aggregate, scaler, stop_rx).await;
     Ok(())
 }
