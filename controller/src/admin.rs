@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::{Encoder, IntGaugeVec, Registry, TextEncoder};
 use serde_json::json;
 
 use crate::demand::Aggregate;
@@ -27,6 +27,7 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Fu
 
 fn handle(
     registry: &Registry,
+    connected: Option<&IntGaugeVec>,
     aggregate: &Aggregate,
     scaler: &ScalerSlot,
     path: &str,
@@ -42,6 +43,15 @@ fn handle(
     match path {
         "/livez" | "/readyz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
         "/metrics" => {
+            // Per proxy replica: whether its demand stream is connected, read now (a replica
+            // that stopped reporting reads 0; one that is gone drops out).
+            if let Some(connected) = connected {
+                connected.reset();
+                for (addr, name, up) in aggregate.proxies() {
+                    let label = name.unwrap_or_else(|| addr.to_string());
+                    connected.with_label_values(&[&label]).set(i64::from(up));
+                }
+            }
             let mut out = Vec::new();
             let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
             respond(StatusCode::OK, "text/plain; version=0.0.4", out)
@@ -86,15 +96,23 @@ pub async fn serve(
     aggregate: Arc<Aggregate>,
     scaler: ScalerSlot,
 ) {
+    let connected = rouse_core::metrics::gauge_vec(
+        &registry,
+        "rouse_controller_proxy_connected",
+        "1 while the demand stream of this proxy replica is connected, 0 when it stopped reporting.",
+        &["proxy"],
+    );
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let (registry, aggregate, scaler) = (registry.clone(), aggregate.clone(), scaler.clone());
+        let connected = connected.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let resp = handle(
                     &registry,
+                    Some(&connected),
                     &aggregate,
                     &scaler,
                     req.uri().path(),

@@ -80,6 +80,18 @@ pub async fn run(
         leader_tx,
         stop.clone(),
     ));
+    // The leadership gauge follows the Lease.
+    let leader_gauge = metrics.leader.clone();
+    let mut leading = leader_rx.clone();
+    tokio::spawn(async move {
+        loop {
+            leader_gauge.set(i64::from(*leading.borrow_and_update()));
+            if leading.changed().await.is_err() {
+                leader_gauge.set(0);
+                return;
+            }
+        }
+    });
     let objects = reconcile::ObjectWatch::start(&opts.scope, &client);
     let subscriptions = subscriptions::Reconciler {
         client: client.clone(),

@@ -243,6 +243,12 @@ impl Gateway {
         }
         for s in &gw.subs {
             gw.pending_changed(s);
+            // Exported at 0 from the start, so the first dead letter is an increase (an alert
+            // on `increase(...)` would miss a series that appears already at 1).
+            gw.metrics
+                .dead_lettered
+                .with_label_values(&[&s.config.name])
+                .inc_by(0);
         }
         Ok(gw)
     }

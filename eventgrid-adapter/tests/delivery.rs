@@ -327,6 +327,65 @@ async fn cloudevents_are_delivered_in_binary_mode_with_encoded_headers() {
     );
 }
 
+/// `cloudevents-structured`: one event per request is `application/cloudevents+json` (the
+/// whole CloudEvent as the body, Event Grid's fields mapped to its attributes); per-batch
+/// delivery sends `application/cloudevents-batch+json` arrays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudevents_are_delivered_structured_one_by_one_or_as_a_batch() {
+    let header = |hit: &support::Hit, n: &str| {
+        hit.headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+    };
+    let (addr, seen) = host(|_| 200).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = open(
+        dir.path(),
+        addr,
+        "    delivery: {format: cloudevents-structured}\n",
+    );
+    assert_eq!(post(&gw, format!("[{}]", event(8)), &[]).await, 200);
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    let hit = seen.lock().expect("seen")[0].clone();
+    assert_eq!(
+        header(&hit, "content-type").as_deref(),
+        Some("application/cloudevents+json; charset=utf-8")
+    );
+    assert_eq!(header(&hit, "ce-id"), None, "structured: no ce-* headers");
+    let ce: serde_json::Value = serde_json::from_slice(&hit.body).expect("one JSON object");
+    assert_eq!(ce["specversion"], "1.0", "{ce}");
+    assert_eq!(ce["id"], "ev-8");
+    assert_eq!(ce["type"], "Microsoft.Storage.BlobCreated");
+    assert_eq!(
+        ce["source"],
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a"
+    );
+    assert_eq!(ce["subject"], "/blobServices/default/containers/c/blobs/b");
+    assert_eq!(ce["data"]["contentLength"], 5);
+
+    let (addr, seen) = host(|_| 200).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = open(
+        dir.path(),
+        addr,
+        "    delivery: {format: cloudevents-structured, batching: per-batch, max_events: 10}\n",
+    );
+    let batch: Vec<String> = (0..3).map(event).collect();
+    assert_eq!(post(&gw, format!("[{}]", batch.join(",")), &[]).await, 200);
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    let hits = seen.lock().expect("seen").clone();
+    assert_eq!(hits.len(), 1, "one request for the batch");
+    assert_eq!(
+        header(&hits[0], "content-type").as_deref(),
+        Some("application/cloudevents-batch+json; charset=utf-8")
+    );
+    let arr: Vec<serde_json::Value> = serde_json::from_slice(&hits[0].body).expect("JSON array");
+    let ids: Vec<&str> = arr.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids, ["ev-0", "ev-1", "ev-2"]);
+    assert!(arr.iter().all(|e| e["specversion"] == "1.0"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v18_oversized_body_is_refused_with_413_before_it_is_read() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -7,7 +7,6 @@
 mod machine;
 mod oha;
 mod party;
-mod plot;
 mod preflight;
 mod report;
 mod scenario;

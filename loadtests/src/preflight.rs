@@ -24,7 +24,7 @@ pub const NEEDS: &[Need] = &[
     },
     Need {
         name: "DejaVu Sans",
-        any_of: &crate::plot::FONT_FILES,
+        any_of: &rouse_e2e::plot::FONT_FILES,
         why: "the text of every plot",
         how: "apt-get install fonts-dejavu-core",
     },

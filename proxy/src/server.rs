@@ -202,6 +202,8 @@ pub fn run_local(config: LocalConfig) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(registry.clone());
     let scale_metrics = ScaleMetrics::new(&registry);
+    // One process, no election: it always decides.
+    scale_metrics.leader.set(1);
     let p = &config.proxy;
     let state = ProxyState::new(
         Caps {

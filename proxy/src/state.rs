@@ -197,6 +197,11 @@ impl ProxyState {
                     cold_starts: m.cold_starts.with_label_values(&[name]),
                 },
             };
+            // Exported at 0 from the start, so the first hold timeout is an increase (an alert
+            // on `increase(...)` would miss a series that appears already at 1).
+            m.rejections
+                .with_label_values(&[name, crate::reason::Reason::ColdStartTimeout.as_str()])
+                .inc_by(0);
             routes.insert(name.to_string(), Arc::new(state));
         }
         self.snapshot.store(Arc::new(Snapshot { table, routes }));

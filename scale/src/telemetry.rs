@@ -1,7 +1,7 @@
 //! Prometheus metrics of the autoscaling loop (local and Kubernetes alike).
 
-use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
-use rouse_core::metrics::{counter_vec, gauge_vec, histogram_vec};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use rouse_core::metrics::{counter_vec, gauge, gauge_vec, histogram_vec};
 
 /// What the autoscaling loops export, labelled by target.
 #[derive(Clone)]
@@ -9,6 +9,9 @@ pub struct ScaleMetrics {
     pub decisions: IntCounterVec,
     pub desired_replicas: IntGaugeVec,
     pub wake_to_scale: HistogramVec,
+    /// 1 while this process makes the scaling decisions: the Lease holder on Kubernetes (a
+    /// standby reads 0), always 1 under `rouse local`.
+    pub leader: IntGauge,
 }
 
 impl ScaleMetrics {
@@ -35,6 +38,11 @@ impl ScaleMetrics {
                 &[
                     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
                 ],
+            ),
+            leader: gauge(
+                r,
+                "rouse_controller_leader",
+                "1 while this process makes the scaling decisions (the Lease holder on Kubernetes; always 1 under rouse local).",
             ),
         }
     }

@@ -7,6 +7,8 @@
 //! assert_eq!(r.status, 200);
 //! ```
 
+pub mod plot;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -983,8 +983,15 @@ async fn an_endpoint_that_is_ready_before_it_listens_is_retried_not_abandoned() 
 
     let (http, proxy) = (env.http.clone(), env.proxies[0].listen);
     let request = tokio::spawn(async move { k8s::get(&http, proxy, "/", Some("late.test")).await });
-    // The first connection is refused; the socket comes 150 ms later.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The first connection is refused (the precondition, seen in the proxy's log); the socket
+    // comes after that.
+    let proxy_out = &env.proxies[0].proc;
+    rouse_testcluster::wait_until("the first connect refused", Duration::from_secs(10), || {
+        let refused = proxy_out.count("Endpoint refused the connection") >= 1;
+        async move { refused }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
     let server = tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
@@ -999,4 +1006,73 @@ async fn an_endpoint_that_is_ready_before_it_listens_is_retried_not_abandoned() 
     server.abort();
     assert_eq!(r.status, 200, "{}\n{}", r.body, env.logs());
     assert_eq!(r.body, "late");
+}
+
+/// Every ready endpoint refusing connections (pods marked Ready with nothing listening): the
+/// request is tried on each (at most four) and then answered `502 upstream_unreachable`, not
+/// held until its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_that_all_refuse_are_answered_502_upstream_unreachable() {
+    let mut env = Env::new("unreachable").await;
+    env.start_proxy().await;
+    let addrs: Vec<std::net::SocketAddr> = (0..4).map(|_| rouse_e2e::free_addr()).collect();
+    let pp = kube::api::PatchParams::apply("rouse-e2e");
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    services
+        .patch(
+            "gone",
+            &pp,
+            &kube::api::Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Service", "metadata": {"name": "gone"},
+                "spec": {"ports": [{"name": "http", "port": 80}]}
+            })),
+        )
+        .await
+        .expect("service");
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    // One slice per address: the addresses share 127.0.0.1, each with its own port.
+    for (i, addr) in addrs.iter().enumerate() {
+        slices
+            .patch(
+                &format!("gone-{i}"),
+                &pp,
+                &kube::api::Patch::Apply(json!({
+                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": format!("gone-{i}"), "labels": {"kubernetes.io/service-name": "gone"}},
+                    "addressType": "IPv4",
+                    "ports": [{"name": "http", "port": addr.port()}],
+                    "endpoints": [{"addresses": [addr.ip().to_string()], "conditions": {"ready": true}}]
+                })),
+            )
+            .await
+            .expect("slice");
+    }
+    env.scaled_object("gone", "gone.test", json!({})).await;
+    env.wait_routed("gone.test").await;
+    let (http, proxy_admin) = (env.http.clone(), env.proxies[0].admin);
+    rouse_testcluster::wait_until("all four endpoints known", Duration::from_secs(20), || {
+        let http = http.clone();
+        let addrs = addrs.clone();
+        async move {
+            k8s::get(&http, proxy_admin, "/queues", None)
+                .await
+                .is_ok_and(|r| addrs.iter().all(|a| r.body.contains(&a.to_string())))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let r = env.request(0, "gone.test", "/").await.expect("answered");
+    assert_eq!(r.status, 502, "{}\n{}", r.body, env.logs());
+    let body: serde_json::Value = serde_json::from_str(&r.body).expect("JSON error");
+    assert_eq!(body["reason"], "upstream_unreachable", "{body}");
+    // Precondition: it was refused by every endpoint, not answered early for another reason.
+    assert_eq!(
+        env.proxies[0].proc.count("Endpoint refused the connection"),
+        4,
+        "{}",
+        env.logs()
+    );
 }

@@ -9,8 +9,8 @@ use serde_json::json;
 use crate::Ctx;
 use crate::oha::{self, Load};
 use crate::party;
-use crate::plot;
 use crate::report::{Report, verdict};
+use rouse_e2e::plot;
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let n: u64 = ctx.pick(10_000, 500);

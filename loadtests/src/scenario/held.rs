@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 
 use crate::Ctx;
 use crate::party::{self, Keda, TempDir};
-use crate::plot::{self, Panel};
 use crate::report::{Report, verdict};
+use rouse_e2e::plot::{self, Panel};
 
 /// Streams per HTTP/2 connection: pingora's default `SETTINGS_MAX_CONCURRENT_STREAMS`.
 const STREAMS_PER_CONN: usize = 100;

@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::Ctx;
-use crate::plot::{self, Panel};
 use crate::report::{Report, verdict};
+use rouse_e2e::plot::{self, Panel};
 
 const SIZES: [u64; 3] = [100, 1_000, 10_000];
 const LOOKUPS: [&str; 5] = ["exact", "wildcard", "header", "miss", "normalize+exact"];

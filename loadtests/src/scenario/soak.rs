@@ -11,8 +11,8 @@ use super::{LOAD_CPU, SUT_CPU};
 use crate::Ctx;
 use crate::oha::{self, Load};
 use crate::party;
-use crate::plot::{self, Panel};
 use crate::report::{Report, verdict};
+use rouse_e2e::plot::{self, Panel};
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let (segments, segment_secs, rate) = ctx.pick((20u64, 30u64, 1000u32), (3, 1, 200));

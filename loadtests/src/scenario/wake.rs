@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::{field, quantile, unix_us};
 use crate::Ctx;
-use crate::plot;
 use crate::report::{Report, verdict};
+use rouse_e2e::plot;
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let wakes = ctx.pick(100, 3);

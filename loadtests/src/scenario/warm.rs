@@ -10,8 +10,8 @@ use super::{LOAD_CPU, SUT_CPU, fmt_ms, fmt_rps};
 use crate::Ctx;
 use crate::oha::{self, Load, Outcome};
 use crate::party::{self, Party};
-use crate::plot::{self, Group};
 use crate::report::{Report, verdict};
+use rouse_e2e::plot::{self, Group};
 
 const HOST: &str = "bench.localhost";
 const PARTIES: [&str; 4] = ["direct", "rouse", "nginx", "keda"];

@@ -562,6 +562,13 @@ impl ProxyHttp for Forwarder {
         // sent, so retrying on another endpoint, or holding until one is ready, is safe for any
         // method.
         if let Some(slot) = ctx.slot.take() {
+            tracing::debug!(
+                route = ctx.route_name().unwrap_or("-"),
+                endpoint = %slot.endpoint.addr,
+                attempt = ctx.refused.len() + 1,
+                error = %e,
+                "Endpoint refused the connection; trying another."
+            );
             ctx.refused.push(slot.endpoint.addr);
         }
         if ctx.refused.len() <= MAX_CONNECT_RETRIES {
