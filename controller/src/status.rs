@@ -21,6 +21,9 @@ pub fn document(aggregate: &Aggregate, scaler: Option<&KubeScaler>) -> Status {
         .into_iter()
         .map(|target| {
             let o = aggregate.observe(&target);
+            // `observe` counts queued events as held (they wake and scale the target alike);
+            // here they have their own column, as in a proxy's `/status`.
+            let queued = aggregate.queued(&target);
             let unavailable = match scaler.and_then(|s| s.observed(&target)) {
                 Some(Observed::NotFound(why)) => Some(why),
                 _ => None,
@@ -31,9 +34,9 @@ pub fn document(aggregate: &Aggregate, scaler: Option<&KubeScaler>) -> Status {
                 // The controller reads /scale's spec, not the pods: ready is the proxies' view.
                 ready: None,
                 desired: scaler.and_then(|s| s.desired(&target)),
-                held: o.held,
+                held: o.held.saturating_sub(queued),
                 in_flight: o.in_flight,
-                queued_events: aggregate.queued(&target),
+                queued_events: queued,
                 cold_starts: None,
                 last_wake_ms_ago: aggregate
                     .last_wake(&target)

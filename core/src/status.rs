@@ -12,8 +12,8 @@ pub struct TargetStatus {
     pub routes: Vec<String>,
     /// Host patterns of those routes.
     pub hosts: Vec<String>,
-    /// Endpoints ready now (a proxy's view), or replicas the workload has (the controller's);
-    /// `None` where the reporter cannot know.
+    /// Endpoints ready now (a proxy's view); `None` from the controller, which reads `/scale`'s
+    /// spec and does not see the pods.
     pub ready: Option<usize>,
     /// Replicas the autoscaler asks for, where this process knows it (the local platform; on
     /// Kubernetes the controller does).

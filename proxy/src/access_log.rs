@@ -38,7 +38,8 @@ pub struct Entry {
     pub status: Option<http::StatusCode>,
     /// From the head's arrival to the end of the response.
     pub duration: Duration,
-    /// Time held waiting for an endpoint (a cold start or a full target).
+    /// Time held waiting for an endpoint (a cold start or a full target); `cold_start` in the line
+    /// is whether there was any, as in the `x-rouse-cold-start` header.
     pub held: Option<Duration>,
     pub upstream: Option<SocketAddr>,
     /// The route's failover answered.
@@ -46,7 +47,8 @@ pub struct Entry {
     pub reason: Option<Reason>,
 }
 
-/// Where finished requests are sent; cheap to clone, a no-op when the access log is off.
+/// Where finished requests are sent (it exists only while the access log is on); cheap to
+/// clone.
 #[derive(Clone)]
 pub struct AccessLog {
     tx: SyncSender<Entry>,

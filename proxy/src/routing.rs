@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use rouse_core::{RequestHeaders, normalize_path};
+use rouse_eventgrid::gateway::Subscription;
 
 use crate::delivery_guard::{DELIVERY_TOKEN_HEADER, Verdict};
 use crate::event_gateway::EventGateway;
@@ -15,8 +16,8 @@ use crate::state::{RouteState, Snapshot};
 
 /// What to do with one request.
 pub enum Decision<'s> {
-    /// A webhook path of the event gateway: the gateway serves it.
-    Webhook,
+    /// A webhook path of the event gateway: the gateway serves this subscription.
+    Webhook(Arc<Subscription>),
     /// Neither an absolute-form authority nor a `Host`: 400.
     NoHost,
     /// No route for this host, path and headers: 404.
@@ -50,13 +51,11 @@ pub fn decide<'s>(
     target: &str,
     headers: &(impl RequestHeaders + ?Sized),
 ) -> Decision<'s> {
-    if let Some(ev) = events
-        && ev
-            .gateway
+    if let Some(sub) = events.and_then(|ev| {
+        ev.gateway
             .subscription_for(target.split('?').next().unwrap_or("/"))
-            .is_some()
-    {
-        return Decision::Webhook;
+    }) {
+        return Decision::Webhook(sub.clone());
     }
     let Some(host) = host else {
         return Decision::NoHost;

@@ -85,7 +85,10 @@ async fn fetch(admin: SocketAddr) -> anyhow::Result<Status> {
         .await
         .map_err(|_| anyhow::anyhow!("{admin}/status: no answer in 5 s"))??;
     let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
+        .await
+        .map_err(|_| anyhow::anyhow!("{admin}/status: body not read in 5 s"))??
+        .to_bytes();
     anyhow::ensure!(
         status == http::StatusCode::OK,
         "{admin}/status answered {status}: {}",
@@ -107,8 +110,15 @@ pub fn run(admin: SocketAddr, output: Output, watch: Option<Duration>) -> anyhow
         let text = match (&status, output) {
             (Ok(s), Output::Table) => table(&admin.to_string(), s),
             (Ok(s), Output::Json) => serde_json::to_string(s)? + "\n",
-            // Watching: say what is wrong and keep trying (Rouse may be restarting).
-            (Err(e), _) if watch.is_some() => format!("rouse status: {e:#}\n"),
+            // Watching: say what is wrong (on stderr: stdout stays one document per line for
+            // scripts) and keep trying (Rouse may be restarting).
+            (Err(e), _) if watch.is_some() => {
+                eprintln!("rouse status: {e:#}");
+                if let Some(every) = watch {
+                    std::thread::sleep(every);
+                }
+                continue;
+            }
             (Err(_), _) => return status.map(drop),
         };
         match watch {

@@ -142,8 +142,9 @@ impl Metrics {
     }
 
     /// Counts a finished request under `route` (`-` for none): its status (`000` when nothing
-    /// was written) and, for an error, Rouse's reason. The one place a request's end is
-    /// counted, whether it ended in the engine or parked before it.
+    /// was written) and, for an error, Rouse's reason. The one place a routed request's end is
+    /// counted, whether it ended in the engine or parked before it (what the front refuses
+    /// before a head is whole is counted where it refuses: `front::conn`).
     pub fn request_finished(&self, route: &str, code: &str, reason: Option<Reason>) {
         self.requests.with_label_values(&[route, code]).inc();
         if let Some(reason) = reason {

@@ -122,8 +122,12 @@ fn the_readme_walkthrough_wakes_hello_and_kubectl_shows_it() {
         "{shown}"
     );
     // describe: the Ready condition and the Scaled Event of the wake.
-    assert!(out.contains("Scaled"), "no Scaled event\n{shown}");
-    assert!(out.contains("to 1"), "{shown}");
+    assert!(
+        out.lines().any(|l| l.contains("Normal")
+            && l.contains("Scaled apps/v1/Deployment/hello from ")
+            && l.trim_end().ends_with("to 1")),
+        "no Scaled event of the wake\n{shown}"
+    );
     // rouse status: the proxy's view of the target (desired is the controller's: `-`).
     // TARGET HOSTS READY DESIRED HELD IN-FLIGHT EVENTS COLD-STARTS LAST-WAKE
     let rows: Vec<Vec<&str>> = out

@@ -87,10 +87,11 @@ async fn curl(proxy: std::net::SocketAddr, host: &str, path: &str) -> String {
 /// a cold app when the listener closes is still answered once the app is up, and Rouse exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_fails_readiness_keeps_listening_for_the_delay_and_finishes_held_requests() {
-    let app = App::hello("held").env("STARTUP_DELAY_MS", "3000");
+    // A 3 s delay (room for a loaded machine to see it), an app that takes 6 s to start.
+    let app = App::hello("held").env("STARTUP_DELAY_MS", "6000");
     let mut rouse = Rouse::start_with(
         &[app],
-        "  drain: {grace_secs: 20, readiness_delay_ms: 1000}\n",
+        "  drain: {grace_secs: 30, readiness_delay_ms: 3000}\n",
     )
     .await;
     assert_eq!(
@@ -118,7 +119,7 @@ async fn sigterm_fails_readiness_keeps_listening_for_the_delay_and_finishes_held
     // Within the delay the public listener still accepts.
     assert!(
         tokio::net::TcpStream::connect(proxy).await.is_ok()
-            && signalled.elapsed() < Duration::from_millis(1000),
+            && signalled.elapsed() < Duration::from_millis(3000),
         "no connection accepted during the readiness delay ({:?} after SIGTERM)",
         signalled.elapsed()
     );
@@ -127,14 +128,14 @@ async fn sigterm_fails_readiness_keeps_listening_for_the_delay_and_finishes_held
             break signalled.elapsed();
         }
         assert!(
-            signalled.elapsed() < Duration::from_secs(5),
+            signalled.elapsed() < Duration::from_secs(10),
             "the listener never closed"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert!(
-        closed_after >= Duration::from_millis(1000),
-        "the listener closed {closed_after:?} after SIGTERM, before the 1000 ms delay"
+        closed_after >= Duration::from_millis(3000),
+        "the listener closed {closed_after:?} after SIGTERM, before the 3000 ms delay"
     );
     // Precondition: the request was still held when the listener closed.
     assert_eq!(
@@ -149,7 +150,7 @@ async fn sigterm_fails_readiness_keeps_listening_for_the_delay_and_finishes_held
         out.ends_with("|200"),
         "held request not answered in drain: {out}"
     );
-    let code = tokio::task::block_in_place(|| rouse.wait_exit(Duration::from_secs(20)));
+    let code = tokio::task::block_in_place(|| rouse.wait_exit(Duration::from_secs(30)));
     assert_eq!(code, Some(0), "exit status");
 }
 

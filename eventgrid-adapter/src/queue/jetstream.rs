@@ -7,7 +7,7 @@
 //! | `push` | one publish per event on `rouse.<stream>.<subscription>`, `Nats-Msg-Id` = the dedupe key; `Ok` only after the stream's publish ack of every event |
 //! | `take` | a pull from the subscription's durable consumer, for all its workers in this process (explicit ack, `AckWait` = delivery timeout + 5 s); an in-progress ack keeps a delivery that outlives half of it |
 //! | `requeue(delay)` | `Nak` with the delay |
-//! | `retire(Delivered)` | `Ack`, not confirmed (one the server never got means a redelivery after `AckWait`) |
+//! | `retire(Delivered)` | `Ack`, sent in the background and not confirmed (one the server never got means a redelivery after `AckWait`) |
 //! | `retire(DeadLettered)` | `Term`, once the delivery side wrote the dead letter (a file, or with `dead_letter: {stream: …}` a message on `rouse-dead.<stream>.<subscription>` in that stream, reason and attempts in headers: [`Jetstream::dead_letter`]) |
 //! | `pending` | the consumer's `num_pending + num_ack_pending`, cached: adjusted on push/retire, refreshed from the server in `maintain` |
 //!
@@ -805,16 +805,24 @@ impl EventQueue for Jetstream {
         // Plain acks, not "double" ones: an ack the server never got only means a redelivery
         // after AckWait (at least once), and a confirmation could not have led anywhere else.
         // Confirming each cost a request, a reply and a waiting entry per event (the
-        // delivery side was slower than acknowledging under load).
-        let (mut failed, mut first) = (0, None);
-        for reply in replies.into_iter().flatten() {
-            if let Err(e) = self.signal(reply, kind).await {
-                failed += 1;
-                first.get_or_insert(e);
-            }
-        }
-        if let Some(e) = first {
-            tracing::warn!(subscription = %lane.name, error = %e, "{failed} of {total} acks not sent; those events come back after AckWait.");
+        // delivery side was slower than acknowledging under load). Sent from a task of their
+        // own: a publish waits while the client's command queue is full (a reconnect), and the
+        // worker must not wait with it.
+        let replies: Vec<Subject> = replies.into_iter().flatten().collect();
+        if let Some(client) = self.client.get().cloned() {
+            let name = lane.name.clone();
+            tokio::spawn(async move {
+                let (mut failed, mut first) = (0, None);
+                for reply in replies {
+                    if let Err(e) = client.publish(reply, kind.into()).await {
+                        failed += 1;
+                        first.get_or_insert(e.to_string());
+                    }
+                }
+                if let Some(e) = first {
+                    tracing::warn!(subscription = %name, error = %e, "{failed} of {total} acks not sent; those events come back after AckWait.");
+                }
+            });
         }
         let _ = lane
             .pending

@@ -354,13 +354,10 @@ impl ProxyHttp for Forwarder {
         );
         let routed = match decision {
             Decision::Route(routed) => routed,
-            Decision::Webhook => {
-                let webhook = events.as_ref().and_then(|ev| {
-                    let sub = ev.gateway.subscription_for(req.uri.path())?;
-                    Some((ev.gateway.clone(), sub.clone()))
-                });
+            Decision::Webhook(sub) => {
+                let gateway = events.as_ref().map(|ev| ev.gateway.clone());
                 drop(events);
-                if let Some((gateway, sub)) = webhook {
+                if let Some(gateway) = gateway {
                     webhook::serve(session, &gateway, &sub).await?;
                 }
                 return Ok(true);

@@ -159,6 +159,17 @@ impl Drop for Gauged<'_> {
     }
 }
 
+/// The path of a request target (origin or absolute form) without its query: how logs name a
+/// request. The query is cut off before anything else, so no part of it (a key) can be
+/// mistaken for the path of an absolute-form target without one.
+fn logged_path(target: &str) -> String {
+    let target = target.split('?').next().unwrap_or("/");
+    match http::Uri::try_from(target) {
+        Ok(uri) if uri.authority().is_some() => uri.path().to_string(),
+        _ => target.to_string(),
+    }
+}
+
 /// Ends a parked request whose client left: counted (`000`, `client_closed`) and logged as the
 /// engine would have, named by method and path (never the query, where keys travel).
 fn client_left(state: &ProxyState, route: &Arc<RouteState>, head: &[u8], arrived: Instant) {
@@ -166,18 +177,17 @@ fn client_left(state: &ProxyState, route: &Arc<RouteState>, head: &[u8], arrived
     state
         .metrics
         .request_finished(name, "000", Some(Reason::ClientClosed));
-    let (method, path) = http1::with_fields(head, |method, target, _| {
-        let path = match target.split_once("://") {
-            // Absolute form: the path after the authority.
-            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-            None => target,
-        };
-        (
-            http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET),
-            path.split('?').next().unwrap_or("/").to_string(),
-        )
+    // The head was read and checked by the front, so both parse; the query is cut off first
+    // (an absolute-form target's authority-less tail could otherwise carry part of a key).
+    let Some((method, path)) = http1::with_fields(head, |method, target, _| {
+        Some((
+            http::Method::from_bytes(method.as_bytes()).ok()?,
+            logged_path(target),
+        ))
     })
-    .unwrap_or((http::Method::GET, "-".to_string()));
+    .flatten() else {
+        return;
+    };
     tracing::debug!(
         route = name,
         request = %format_args!("{method} {path}"),
@@ -367,6 +377,17 @@ mod tests {
             Some("capped"),
             "every endpoint at its cap"
         );
+    }
+
+    /// A parked request whose client left is logged by path (access log, debug line): never
+    /// with its query, where keys travel.
+    #[test]
+    fn logged_paths_never_carry_the_query() {
+        assert_eq!(logged_path("/orders?code=SECRET"), "/orders");
+        assert_eq!(logged_path("http://h.test/orders?code=SECRET"), "/orders");
+        // An absolute form whose query holds a `/`: nothing of the key is taken as the path.
+        assert_eq!(logged_path("http://h.test?code=ab/cd"), "/");
+        assert_eq!(logged_path("*"), "*");
     }
 
     /// The hold runs here: a ready endpoint releases the parked request with a slot (the wake

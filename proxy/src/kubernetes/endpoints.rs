@@ -58,7 +58,7 @@ pub fn app_protocol(value: Option<&str>) -> Result<Option<UpstreamProtocol>, Str
     };
     match v.to_ascii_lowercase().as_str() {
         "kubernetes.io/h2c" | "h2c" | "grpc" | "http2" => Ok(Some(UpstreamProtocol::H2c)),
-        "https" | "kubernetes.io/wss" | "grpcs" | "grpc-web" | "tls" => Err(format!(
+        "https" | "kubernetes.io/wss" | "grpcs" | "tls" => Err(format!(
             "appProtocol {v:?} is not served: Rouse speaks cleartext HTTP/1.1 or h2c to apps \
              (use kubernetes.io/h2c, grpc or http)"
         )),
