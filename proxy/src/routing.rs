@@ -86,3 +86,91 @@ pub fn decide<'s>(
         delivery: verdict == Verdict::Delivery,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hold::Caps;
+    use crate::state::ProxyState;
+    use crate::telemetry::Metrics;
+    use rouse_core::{HeaderMatch, HostPattern, NoHeaders, PathPrefix, Route};
+
+    fn route(name: &str, host: &str, prefix: &str) -> Route {
+        Route {
+            name: name.to_string(),
+            target: name.to_string(),
+            hosts: vec![HostPattern::parse(host).expect("host")],
+            path_prefixes: vec![PathPrefix::parse(prefix).expect("prefix")],
+            headers: vec![],
+            rewrite_prefix: None,
+            upstream_protocol: Default::default(),
+            limits: Default::default(),
+        }
+    }
+
+    fn state(routes: Vec<Route>) -> Arc<ProxyState> {
+        let caps = Caps {
+            max_requests: 10,
+            max_bytes: 1 << 20,
+        };
+        let state = ProxyState::new(caps, Metrics::new(prometheus::Registry::new()));
+        assert!(state.set_routes(routes).is_empty());
+        state
+    }
+
+    /// `(route, upstream path)` of a routed request, or the decision's name.
+    fn outcome(d: Decision<'_>) -> Result<(String, String), &'static str> {
+        match d {
+            Decision::Route(r) => Ok((r.route.route.name.clone(), r.upstream_path)),
+            Decision::Webhook(_) => Err("webhook"),
+            Decision::NoHost => Err("no host"),
+            Decision::NoRoute => Err("no route"),
+            Decision::DeliveryRefused { .. } => Err("delivery refused"),
+        }
+    }
+
+    /// The one routing decision of the front and the engine: the host and the normalised path
+    /// pick the route, the route's rewrite makes the upstream path (query kept), a request
+    /// without an authority or matching nothing is named as such.
+    #[test]
+    fn a_request_is_routed_by_host_and_normalised_path_and_rewritten_for_upstream() {
+        let mut api = route("api", "shop.test", "/api");
+        api.rewrite_prefix = Some(PathPrefix::parse("/v2").expect("prefix"));
+        let mut canary = route("canary", "shop.test", "/");
+        canary.headers = vec![HeaderMatch::new("x-canary", "1").expect("header")];
+        let st = state(vec![api, route("shop", "shop.test", "/"), canary]);
+        let snap = st.snapshot();
+        let decide = |host: Option<&str>, target: &str, headers: &[(&str, &str)]| {
+            outcome(decide(&snap, None, host, target, headers))
+        };
+        assert_eq!(
+            decide(Some("shop.test"), "/api/orders?page=2", &[]),
+            Ok(("api".into(), "/v2/orders?page=2".into()))
+        );
+        // Dot segments are resolved before matching: no escape from the prefix.
+        assert_eq!(
+            decide(Some("shop.test"), "/api/../admin", &[]),
+            Ok(("shop".into(), "/admin".into()))
+        );
+        assert_eq!(
+            decide(Some("SHOP.test:8080"), "/", &[]),
+            Ok(("shop".into(), "/".into()))
+        );
+        assert_eq!(
+            decide(Some("shop.test"), "/", &[("x-canary", "1")]),
+            Ok(("canary".into(), "/".into()))
+        );
+        assert_eq!(decide(Some("other.test"), "/", &[]), Err("no route"));
+        assert_eq!(decide(None, "/", &[]), Err("no host"));
+        assert_eq!(
+            outcome(super::decide(
+                &snap,
+                None,
+                Some("shop.test"),
+                "/x",
+                &NoHeaders
+            )),
+            Ok(("shop".into(), "/x".into()))
+        );
+    }
+}
