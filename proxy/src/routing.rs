@@ -90,33 +90,8 @@ pub fn decide<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hold::Caps;
-    use crate::state::ProxyState;
-    use crate::telemetry::Metrics;
-    use rouse_core::{HeaderMatch, HostPattern, NoHeaders, PathPrefix, Route};
-
-    fn route(name: &str, host: &str, prefix: &str) -> Route {
-        Route {
-            name: name.to_string(),
-            target: name.to_string(),
-            hosts: vec![HostPattern::parse(host).expect("host")],
-            path_prefixes: vec![PathPrefix::parse(prefix).expect("prefix")],
-            headers: vec![],
-            rewrite_prefix: None,
-            upstream_protocol: Default::default(),
-            limits: Default::default(),
-        }
-    }
-
-    fn state(routes: Vec<Route>) -> Arc<ProxyState> {
-        let caps = Caps {
-            max_requests: 10,
-            max_bytes: 1 << 20,
-        };
-        let state = ProxyState::new(caps, Metrics::new(prometheus::Registry::new()));
-        assert!(state.set_routes(routes).is_empty());
-        state
-    }
+    use crate::state::test_support::{route, state};
+    use rouse_core::{HeaderMatch, NoHeaders, PathPrefix};
 
     /// `(route, upstream path)` of a routed request, or the decision's name.
     fn outcome(d: Decision<'_>) -> Result<(String, String), &'static str> {

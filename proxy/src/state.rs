@@ -292,3 +292,41 @@ mod tests {
         assert!(s.snapshot().routes["app"].failover.is_none());
     }
 }
+
+/// Routes and a state for unit tests of what reads the routing snapshot (the front's parking
+/// decision, the routing decision).
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::Arc;
+
+    use rouse_core::{HostPattern, PathPrefix, Route};
+
+    use super::ProxyState;
+    use crate::hold::Caps;
+    use crate::telemetry::Metrics;
+
+    /// A route `name` to target `name` for `host` under `prefix`, with default limits.
+    pub fn route(name: &str, host: &str, prefix: &str) -> Route {
+        Route {
+            name: name.to_string(),
+            target: name.to_string(),
+            hosts: vec![HostPattern::parse(host).expect("host")],
+            path_prefixes: vec![PathPrefix::parse(prefix).expect("prefix")],
+            headers: vec![],
+            rewrite_prefix: None,
+            upstream_protocol: Default::default(),
+            limits: Default::default(),
+        }
+    }
+
+    /// A proxy state serving `routes` (which must not conflict).
+    pub fn state(routes: Vec<Route>) -> Arc<ProxyState> {
+        let caps = Caps {
+            max_requests: 1000,
+            max_bytes: 1 << 20,
+        };
+        let state = ProxyState::new(caps, Metrics::new(prometheus::Registry::new()));
+        assert!(state.set_routes(routes).is_empty());
+        state
+    }
+}

@@ -204,22 +204,8 @@ async fn the_service_ports_app_protocol_makes_the_proxy_speak_h2c_to_the_pods() 
     env.start_controller().await;
     env.app("plain", "plain.test", "200ms", json!({})).await;
     env.app("streams", "h2c.test", "200ms", json!({})).await;
-    let services: Api<k8s_openapi::api::core::v1::Service> =
-        Api::namespaced(env.client.clone(), &env.ns);
-    services
-        .patch(
-            "streams",
-            &PatchParams::apply("rouse-e2e").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": "streams"},
-                "spec": {"selector": {"app": "streams"}, "ports": [{
-                    "name": "http", "port": 80, "targetPort": "http",
-                    "appProtocol": "kubernetes.io/h2c"}]}
-            })),
-        )
-        .await
-        .expect("appProtocol on the Service port");
+    env.service_speaking("streams", Some("kubernetes.io/h2c"))
+        .await;
     env.wait_routed("plain.test").await;
     env.wait_routed("h2c.test").await;
     // Precondition: both start at zero, so each request below is held through a wake.
@@ -287,21 +273,7 @@ async fn a_grpc_call_to_an_app_at_zero_is_held_and_answered_with_its_trailers() 
     env.start_proxy().await;
     env.start_controller().await;
     env.app("greeter", "grpc.test", "300ms", json!({})).await;
-    let services: Api<k8s_openapi::api::core::v1::Service> =
-        Api::namespaced(env.client.clone(), &env.ns);
-    services
-        .patch(
-            "greeter",
-            &PatchParams::apply("rouse-e2e").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": "greeter"},
-                "spec": {"selector": {"app": "greeter"}, "ports": [{
-                    "name": "http", "port": 80, "targetPort": "http", "appProtocol": "grpc"}]}
-            })),
-        )
-        .await
-        .expect("appProtocol on the Service port");
+    env.service_speaking("greeter", Some("grpc")).await;
     env.wait_routed("grpc.test").await;
     assert_eq!(env.replicas("greeter").await, 0, "precondition: cold");
 

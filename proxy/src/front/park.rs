@@ -272,35 +272,11 @@ pub async fn park(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hold::Caps;
-    use crate::telemetry::Metrics;
+    use crate::state::test_support::{route, state};
     use pingora_core::protocols::l4::stream::Stream as L4Stream;
+    use rouse_core::Endpoint;
     use rouse_core::http1::{Parsed, parse};
-    use rouse_core::{Endpoint, HostPattern, PathPrefix, Route};
     use tokio::io::AsyncWriteExt;
-
-    fn route(name: &str, host: &str) -> Route {
-        Route {
-            name: name.to_string(),
-            target: name.to_string(),
-            hosts: vec![HostPattern::parse(host).expect("host")],
-            path_prefixes: vec![PathPrefix::root()],
-            headers: vec![],
-            rewrite_prefix: None,
-            upstream_protocol: Default::default(),
-            limits: Default::default(),
-        }
-    }
-
-    fn state(routes: Vec<Route>) -> Arc<ProxyState> {
-        let caps = Caps {
-            max_requests: 1000,
-            max_bytes: 1 << 20,
-        };
-        let state = ProxyState::new(caps, Metrics::new(prometheus::Registry::new()));
-        assert!(state.set_routes(routes).is_empty());
-        state
-    }
 
     fn head(buf: &[u8]) -> Head {
         match parse(buf) {
@@ -319,14 +295,14 @@ mod tests {
     /// are decided as the engine decides them.
     #[test]
     fn only_requests_the_engine_would_hold_are_parked() {
-        let mut shown = route("shown", "shown.test");
+        let mut shown = route("shown", "shown.test", "/");
         shown.limits.placeholder = Some(
             rouse_core::route::Placeholder::build(503, Some("wait".to_string()), [])
                 .expect("placeholder"),
         );
-        let mut capped = route("capped", "capped.test");
+        let mut capped = route("capped", "capped.test", "/");
         capped.limits.endpoint_concurrency = Some(1);
-        let st = state(vec![route("cold", "cold.test"), shown, capped]);
+        let st = state(vec![route("cold", "cold.test", "/"), shown, capped]);
 
         let get = |host: &str| format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n");
         assert_eq!(parks(&st, &get("cold.test")).as_deref(), Some("cold"));
@@ -395,7 +371,7 @@ mod tests {
     /// parked ends it as `client_closed`, its bytes never reaching the engine.
     #[tokio::test]
     async fn a_parked_request_is_released_by_readiness_or_dropped_when_its_client_leaves() {
-        let st = state(vec![route("cold", "cold.test")]);
+        let st = state(vec![route("cold", "cold.test", "/")]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

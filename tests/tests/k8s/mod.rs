@@ -535,13 +535,26 @@ impl Env {
     }
 
     pub async fn service(&self, name: &str) {
+        self.service_speaking(name, None).await;
+    }
+
+    /// The app's Service, its port's `appProtocol` set to `app_protocol` if given.
+    pub async fn service_speaking(&self, name: &str, app_protocol: Option<&str>) {
+        let mut port = json!({"name": "http", "port": 80, "targetPort": "http"});
+        if let Some(p) = app_protocol {
+            port["appProtocol"] = json!(p);
+        }
         let services: Api<Service> = Api::namespaced(self.client.clone(), &self.ns);
         services
-            .patch(name, &PatchParams::apply("rouse-e2e").force(), &Patch::Apply(json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": name},
-                "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
-            })))
+            .patch(
+                name,
+                &PatchParams::apply("rouse-e2e").force(),
+                &Patch::Apply(json!({
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": name},
+                    "spec": {"selector": {"app": name}, "ports": [port]}
+                })),
+            )
             .await
             .expect("service");
     }
